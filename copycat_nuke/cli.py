@@ -1,0 +1,274 @@
+"""The ``copycat`` command: a thin layer over the Python API.
+
+Errors on bad input print one clear line (``copycat: error: …``) and exit with status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import fields
+from types import FrameType
+from typing import Any, Optional
+
+from copycat_nuke import __version__
+from copycat_nuke.config import TrainConfig, from_dict, load_yaml, to_dict
+from copycat_nuke.errors import CopyCatError
+
+
+def _format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class TqdmListener:
+    """Draws training events as a tqdm bar with loss and ETA, and logs checkpoints above it."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def __call__(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        from copycat_nuke import train
+
+        if isinstance(event, train.Started):
+            self.bar = tqdm(
+                total=event.total_steps,
+                initial=event.start_step,
+                unit="step",
+                desc="CopyCat",
+                disable=self.quiet,
+                dynamic_ncols=True,
+            )
+            tqdm.write(
+                f"training {event.pairs} pair(s), batch {event.batch_size}×{event.crop_size}², "
+                f"{event.total_steps} steps on {event.device} → {event.out_dir}",
+                file=sys.stderr,
+            )
+        elif isinstance(event, train.StepDone) and self.bar is not None:
+            self.bar.set_postfix(loss=f"{event.loss:.4g}", lr=f"{event.learning_rate:.2g}", refresh=False)
+            self.bar.update(event.step - self.bar.n)
+        elif isinstance(event, train.CheckpointWritten) and not self.quiet:
+            tqdm.write(f"checkpoint: {event.path}", file=sys.stderr)
+        elif isinstance(event, train.Finished) and self.bar is not None:
+            self.bar.close()
+            state = "stopped" if event.stopped else "finished"
+            print(
+                f"{state} at step {event.step}/{event.total_steps}, loss {event.final_loss:.4g}, "
+                f"{_format_seconds(event.seconds)}: {event.model_path}",
+                file=sys.stderr,
+            )
+
+
+class _GracefulInterrupt:
+    """First Ctrl-C asks training to stop after the step (leaving a checkpoint); the second aborts."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous: Any = None
+
+    def __enter__(self) -> _GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# ------------------------------------------------------------------------------------------- train
+_TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "input": {"help": "Input sequence: shot.####.exr, shot.%04d.exr, shot.@@@@.exr, a directory or a file"},
+    "target": {"help": "Ground Truth sequence (same forms); training pairs are frames where it exists"},
+    "frames": {"help": "training frames, e.g. 1001,1010,1020 or 1001-1100x25 (default: every GT frame)"},
+    "out": {"help": "data directory for checkpoints, contact sheets, logs and model.cat"},
+    "steps": {"type": int, "help": "training steps (or give --epochs)"},
+    "epochs": {"type": int, "help": "epochs as Nuke counts them: steps = epochs × pairs / batch size"},
+    "model_size": {
+        "choices": ["small", "medium", "large"],
+        "help": "network size (default medium, 6.9M weights)",
+    },
+    "batch_size": {"type": int, "help": "patches per step (default: min(4, pairs))"},
+    "crop_size": {"type": int, "help": "patch size in pixels, a multiple of 16 (default 256)"},
+    "initial_weights": {"help": "none, or a .cat to start from (model or checkpoint)"},
+    "checkpoint_interval": {"type": int, "help": "steps between checkpoints (default 1000)"},
+    "image_interval": {"type": int, "help": "steps between contact sheets (default 100)"},
+    "channels_in": {"help": "Input channels: rgb, rgba, alpha, mask.a, R,G,B… (default rgb)"},
+    "channels_out": {"help": "Ground Truth channels (default rgb)"},
+    "seed": {"type": int, "help": "random seed (default 0)"},
+    "device": {"choices": ["auto", "cpu", "cuda", "mps"], "help": "where to train (default auto)"},
+    "precision": {"choices": ["auto", "fp32", "bf16", "fp16"], "help": "maths precision (default auto)"},
+    "learning_rate": {"type": float, "help": "Adam's starting learning rate (default 2e-4, cosine decay)"},
+    "difference_share": {"type": float, "help": "share of patches centred where Input and GT differ (0.5)"},
+}
+
+
+def _add_train(sub: Any) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train a CopyCat network on Input/Ground Truth frame pairs",
+        description="Train a CopyCat network. Settings come from --config (YAML), then the options given.",
+    )
+    parser.add_argument("--config", help="a job YAML (e.g. a run's config.yaml) to start from")
+    for name, spec in _TRAIN_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
+    parser.add_argument("--lstm", action="store_true", default=None, help="ConvLSTM at the bottleneck")
+    parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_train)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    config = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return from_dict(TrainConfig, {**to_dict(config), **given}, source="command line")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from copycat_nuke.train import Trainer
+
+    config = _train_config(args)
+    stop = threading.Event()
+    trainer = Trainer(config, [TqdmListener(args.quiet)], stop)
+    with _GracefulInterrupt(stop):
+        result = trainer.run()
+    print(result.model_path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- infer
+def _add_infer(sub: Any) -> None:
+    parser = sub.add_parser("infer", help="run a .cat model over an image sequence")
+    parser.add_argument("model", help="the .cat file")
+    parser.add_argument("input", help="input sequence: shot.####.exr, a directory or a file")
+    parser.add_argument("output", help="output sequence, e.g. out/result.####.exr")
+    parser.add_argument("--frames", help="frames to process, e.g. 1001-1100 (default: all that exist)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--half", action="store_true", help="bf16/fp16 where the device has it (faster)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_infer)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from copycat_nuke.infer import infer_sequence
+
+    bar = tqdm(unit="frame", desc="Inference", disable=args.quiet, dynamic_ncols=True)
+
+    def progress(done: int, total: int, frame: int, seconds: float) -> None:
+        bar.total = total
+        bar.set_postfix(frame=frame, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        written = infer_sequence(
+            args.model,
+            args.input,
+            args.output,
+            args.frames,
+            device=args.device,
+            half=args.half,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+    print(f"wrote {len(written)} frame(s): {args.output}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- info
+def _add_info(sub: Any) -> None:
+    parser = sub.add_parser("info", help="describe a .cat file: channels, size, scale, how it was trained")
+    parser.add_argument("model", help="the .cat file")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from copycat_nuke import catfile
+
+    info = catfile.describe(args.model)
+    print(json.dumps(info, indent=2, default=str) if args.json else catfile.format_description(info))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- demo
+def _add_demo(sub: Any) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="make a small shot, train marker removal on 3 frames, apply it to all, score it",
+        description="A whole CopyCat job on a procedural shot with tracking markers (a few minutes on a CPU).",
+    )
+    parser.add_argument("--out", default="copycat-demo", help="where to write the shot, run and output")
+    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from copycat_nuke.demo import run_demo
+
+    result = run_demo(args.out, steps=args.steps, device=args.device, listeners=[TqdmListener(args.quiet)])
+    summary = result.summary()
+    print("\nheld-out PSNR (dB), frames " + summary["held_out_frames"] + ":")
+    for method, value in summary["held_out_psnr_db"].items():
+        print(f"  {method:<14}{value:6.2f}")
+    for key in ("loss_curve", "contact_sheets", "outputs", "model"):
+        print(f"{key.replace('_', ' ')}: {summary[key]}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="copycat",
+        description="copycat_nuke: train CopyCat networks on before/after frame pairs and apply them to shots.",
+    )
+    parser.add_argument("--version", action="version", version=f"copycat_nuke {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in (_add_train, _add_infer, _add_info, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args))
+    except CopyCatError as error:
+        print(f"copycat: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("copycat: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main"]

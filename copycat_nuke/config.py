@@ -1,0 +1,196 @@
+"""Job settings as dataclasses, read from and written to YAML: the one source of defaults.
+
+A job written next to its outputs (``config.yaml``) repeats with ``copycat train --config config.yaml``.
+Every field here is a CLI option, a YAML key and (with Nuke's knob name) a knob on the CopyCat node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar, Union
+
+import yaml
+
+from copycat_nuke.errors import ConfigError
+
+T = TypeVar("T")
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MODEL_SIZES = ("small", "medium", "large")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one CopyCat training job.
+
+    Lengths: give ``steps`` or ``epochs`` (Nuke counts an epoch as every pair seen once:
+    total steps = ceil(epochs × pairs / batch size)); with neither, Nuke's default of 10000 epochs.
+    """
+
+    input: str = ""  #: Input sequence: ``shot.####.exr``, ``shot.%04d.exr``, a directory or a file
+    target: str = ""  #: Ground Truth sequence, same forms
+    out: str = ""  #: data directory: checkpoints, contact sheets, logs, model.cat
+    frames: Optional[str] = None  #: training frames ("1001,1010,1020", "1001-1100x25"); None: every GT frame
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    model_size: str = "medium"
+    batch_size: Optional[int] = None  #: None: min(4, number of pairs)
+    crop_size: int = 256
+    initial_weights: str = "none"  #: "none" or a path to a .cat (model or checkpoint)
+    checkpoint_interval: int = 1000
+    image_interval: int = 100
+    channels_in: str = "rgb"
+    channels_out: str = "rgb"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  #: auto: bf16/fp16 autocast where the device has it and it is faster
+    learning_rate: float = 2e-4
+    difference_share: float = 0.5  #: share of crops centred where Input and Ground Truth differ
+    lstm: bool = False
+    resume: bool = False
+
+    def validate(self) -> TrainConfig:
+        """Check values that need no files; raise :class:`ConfigError` naming the setting."""
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("give either steps or epochs, not both")
+        for name in ("steps", "epochs", "batch_size", "checkpoint_interval", "image_interval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1 (got {value})")
+        if self.crop_size < 16:
+            raise ConfigError(f"crop_size must be at least 16 pixels (got {self.crop_size})")
+        _check_choice("model_size", self.model_size.lower(), MODEL_SIZES)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        if not 0.0 <= self.difference_share <= 1.0:
+            raise ConfigError(f"difference_share must be between 0 and 1 (got {self.difference_share})")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigError(f"learning_rate must be between 0 and 1 (got {self.learning_rate})")
+        return self
+
+
+@dataclass
+class InferConfig:
+    """One inference job: a ``.cat`` over an image sequence."""
+
+    model: str = ""
+    input: str = ""
+    output: str = ""
+    frames: Optional[str] = None
+    device: str = "auto"
+    half: bool = False
+    tile: Optional[int] = None  #: None: automatic; 0: the whole frame at once
+    overlap: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> InferConfig:
+        _check_choice("device", self.device, DEVICES)
+        if self.tile is not None and self.tile < 0:
+            raise ConfigError(f"tile must be 0 (whole frame) or a size in pixels (got {self.tile})")
+        if self.overlap < 0:
+            raise ConfigError(f"overlap must not be negative (got {self.overlap})")
+        return self
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain YAML-safe values."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "config") -> T:
+    """Build a config dataclass from a mapping, checking names and types.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming ``source`` and the key, so a typo in
+    a farm job's YAML fails before hours of queueing rather than silently using a default.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    assert dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {key: _coerce(value, hints[key], f"{source}: {key}") for key, value in data.items()}
+    config = cls(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (hint,) = [option for option in options if option is not type(None)]
+        origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping (got {value!r})")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be text (got {value!r})")
+        return str(value)
+    return value
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """Read a config dataclass from a YAML file (``yaml.safe_load``: no code runs from it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return from_dict(cls, data or {}, source=str(path))
+
+
+def save_yaml(config: Any, path: str | Path) -> Path:
+    """Write a config dataclass as YAML, atomically."""
+    return write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text to ``path`` through a temp file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,421 @@
+"""Frame pairs -> random training patches.
+
+CopyCat over-fits one shot from a few Input/Ground Truth frame pairs. Each training step takes a batch of
+square crops cut at random from those pairs, with the same random flip/rotation applied to a crop's Input
+and its Ground Truth. Everything here works on float32 ``H×W×C`` numpy arrays already in the network's
+working space; batches come out as float32 ``N×C×h×w`` tensors.
+
+How crops are placed
+--------------------
+* A crop's pair is chosen uniformly among the pairs, so an epoch (``pairs`` crops) sees each pair once on
+  average, as Nuke counts epochs.
+* A share of crops (``difference_share``, default 0.5) is placed where the pair is *interesting*, so a small
+  paint-out is not drowned by unchanged background; the rest are placed uniformly. What is interesting is
+  decided once per pair, on a grid of ``CELL_SIZE``-pixel cells (a box blur that also keeps a one-pixel
+  change visible):
+
+  - Input and Ground Truth have the same number of channels: the cell mean of ``mean_c |input - target|``.
+  - They differ (say rgb -> alpha, a roto job): the two images cannot be subtracted, so the cell mean of the
+    target's gradient magnitude ``mean_c(|dx| + |dy|)`` is used instead: crops land on the matte's edges,
+    where a roto network has to learn most, and they still see both sides of the edge.
+
+  A cell is interesting when its score reaches ``max(DIFF_ABS_THRESHOLD, DIFF_REL_THRESHOLD × best cell)``.
+  Interesting cells are equally likely (a paint-out matters everywhere, not only where it is brightest),
+  so drawing one is O(1). The chosen point lands at a random place in the central half of the crop (never
+  always dead centre) and the crop is then pushed inside the frame, which keeps the point in the crop.
+  A pair with nothing interesting (identical Input and Ground Truth, a flat matte) falls back to uniform.
+
+Determinism and resume
+----------------------
+All randomness comes from one ``numpy.random.Generator`` (PCG64) seeded by ``(seed, rank)``. Each batch
+consumes exactly ``8 × batch_size`` doubles whatever the data, so the generator's position is a plain count
+of draws. :meth:`PatchSampler.state_dict` stores that count beside numpy's own state; loading it on the
+same rank restores the state exactly, and loading it on another rank (distributed training, where only
+rank 0 writes checkpoints) rebuilds that rank's own stream at the same position with ``advance``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from copycat_nuke.errors import ConfigError, ResolutionMismatchError, TrainingError
+
+__all__ = [
+    "CELL_SIZE",
+    "DIFF_ABS_THRESHOLD",
+    "DIFF_REL_THRESHOLD",
+    "MIN_FRAME_SIZE",
+    "SIZE_MULTIPLE",
+    "Pair",
+    "PatchSampler",
+    "epochs_for_steps",
+    "max_batch_size",
+    "steps_for_epochs",
+    "validate_pairs",
+]
+
+MIN_FRAME_SIZE = 16
+"""Frames smaller than this (either side, pixels) cannot be trained on."""
+SIZE_MULTIPLE = 16
+"""Crop sides are multiples of this: the network downsamples twice and has three levels."""
+CELL_SIZE = 8
+"""Side in pixels of the grid cells on which interesting areas are found."""
+DIFF_ABS_THRESHOLD = 1e-3
+"""A cell whose mean difference is below this counts as unchanged (rounding noise, not a paint-out)."""
+DIFF_REL_THRESHOLD = 0.1
+"""A cell is interesting when its score reaches this fraction of the pair's best cell."""
+
+_DRAWS_PER_CROP = 8  # pair, placement kind, cell, y and x in cell, y and x in crop, flip/rotation
+_STATE_FORMAT = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Pair:
+    """One training example: an Input frame and its Ground Truth, in the network's working space.
+
+    ``input`` is ``H×W×Cin`` and ``target`` ``H×W×Cout`` (same ``H×W``; ``H×W`` arrays count as one
+    channel). ``label`` names the pair in messages, e.g. ``"frame 1001"`` or the file names.
+    """
+
+    input: np.ndarray
+    target: np.ndarray
+    label: str = ""
+
+
+def _pair_name(index: int, label: str) -> str:
+    return f"pair {index + 1} ({label})" if label else f"pair {index + 1}"
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}×{shape[0]}"  # width×height, as Nuke writes formats
+
+
+def _as_hwc(array: Any, name: str, role: str) -> np.ndarray:
+    """``array`` as a float32 C-contiguous ``H×W×C`` array (no copy when it already is one)."""
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[:, :, np.newaxis]
+    if arr.ndim != 3 or arr.shape[2] == 0:
+        raise TrainingError(
+            f"{name}: the {role} has shape {arr.shape}; expected an H×W×C image (height, width, channels)."
+        )
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _count_non_finite(arr: np.ndarray) -> int:
+    # A float64 sum of float32 values cannot overflow, so it is finite exactly when every value is:
+    # a cheap test first, the full count only for the error message.
+    if np.isfinite(arr.sum(dtype=np.float64)):
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
+def _check_int(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{what} must be a whole number of at least {minimum}, not {value!r}.")
+    return int(value)
+
+
+def validate_pairs(pairs: Sequence[Pair], *, crop_size: int = 256, batch_size: int = 4) -> list[Pair]:
+    """Check the pairs and settings before any training starts; return the pairs ready for sampling.
+
+    The returned pairs hold float32 C-contiguous ``H×W×C`` arrays (the originals when they already are).
+    Pairs may differ in size from each other, but every pair needs the same Input and Ground Truth
+    channel counts.
+
+    Raises:
+        ConfigError: ``crop_size`` below 16 or ``batch_size`` below 1.
+        TrainingError: no pairs, arrays that are not images, frames under 16 pixels, NaN/Inf values,
+            channel counts that change between pairs.
+        ResolutionMismatchError: an Input and its Ground Truth differ in size.
+    """
+    _check_int(crop_size, "The crop size", MIN_FRAME_SIZE)
+    _check_int(batch_size, "The batch size", 1)
+    if len(pairs) == 0:
+        raise TrainingError(
+            "CopyCat needs at least 1 Input/Ground Truth pair to train on, and got none. "
+            "Add frames where you have both the Input and its Ground Truth."
+        )
+    checked: list[Pair] = []
+    for index, pair in enumerate(pairs):
+        name = _pair_name(index, pair.label)
+        inp = _as_hwc(pair.input, name, "Input")
+        tgt = _as_hwc(pair.target, name, "Ground Truth")
+        if inp.shape[:2] != tgt.shape[:2]:
+            raise ResolutionMismatchError(
+                f"{name}: the Input is {_size(inp.shape)} but the Ground Truth is {_size(tgt.shape)} pixels "
+                "(width×height). Each Input and its Ground Truth must be the same size; reformat one of them."
+            )
+        if min(inp.shape[:2]) < MIN_FRAME_SIZE:
+            raise TrainingError(
+                f"{name}: the frame is {_size(inp.shape)} pixels (width×height); CopyCat needs frames of "
+                f"at least {MIN_FRAME_SIZE}×{MIN_FRAME_SIZE}. (Arrays must be H×W×C, height first.)"
+            )
+        for arr, role in ((inp, "Input"), (tgt, "Ground Truth")):
+            bad = _count_non_finite(arr)
+            if bad:
+                raise TrainingError(
+                    f"{name}: the {role} has {bad} NaN or infinite values; CopyCat cannot learn from them. "
+                    "Clamp or fix those pixels upstream (e.g. an Expression or Clamp node)."
+                )
+        if checked:
+            first = checked[0]
+            for role, have, want in (
+                ("Input", inp.shape[2], first.input.shape[2]),
+                ("Ground Truth", tgt.shape[2], first.target.shape[2]),
+            ):
+                if have != want:
+                    raise TrainingError(
+                        f"{name}: the {role} has {have} channels but {_pair_name(0, first.label)} has "
+                        f"{want}. Every pair must have the same channels."
+                    )
+        checked.append(Pair(inp, tgt, pair.label))
+    return checked
+
+
+def _fit_crop_size(requested: int, smallest_side: int) -> int:
+    """The crop side used: ``requested`` clipped to ``smallest_side`` and rounded down to a multiple of 16."""
+    side = min(requested, smallest_side)
+    return max(SIZE_MULTIPLE, side - side % SIZE_MULTIPLE)
+
+
+def max_batch_size(pairs: Sequence[Pair], crop_size: int = 256) -> int:
+    """An advisory cap on the batch size: how many non-overlapping crops the pairs hold in all.
+
+    A batch larger than the number of pairs is normal for patch training (several crops per frame), but
+    beyond this cap crops of one batch must overlap heavily and add memory more than information. The
+    sampler itself never enforces it; the trainer decides. ``crop_size`` is clipped like the sampler's.
+    For two 1920×1080 pairs and 256-pixel crops it is 2 × 7 × 4 = 56.
+    """
+    if len(pairs) == 0:
+        raise TrainingError("CopyCat needs at least 1 Input/Ground Truth pair to train on, and got none.")
+    _check_int(crop_size, "The crop size", MIN_FRAME_SIZE)
+    shapes = [np.shape(pair.input)[:2] for pair in pairs]
+    side = _fit_crop_size(crop_size, max(MIN_FRAME_SIZE, min(min(s) for s in shapes)))
+    return max(1, sum((h // side) * (w // side) for h, w in shapes))
+
+
+def _cell_means(score: np.ndarray) -> np.ndarray:
+    """Mean of an ``H×W`` map over 8×8 cells -> ``ceil(H/8)×ceil(W/8)`` (partial edge cells too)."""
+    h, w = score.shape
+    gh, gw = -(-h // CELL_SIZE), -(-w // CELL_SIZE)
+    padded = np.zeros((gh * CELL_SIZE, gw * CELL_SIZE), np.float64)
+    padded[:h, :w] = score
+    sums = padded.reshape(gh, CELL_SIZE, gw, CELL_SIZE).sum(axis=(1, 3))
+    rows = np.minimum(CELL_SIZE, h - CELL_SIZE * np.arange(gh))
+    cols = np.minimum(CELL_SIZE, w - CELL_SIZE * np.arange(gw))
+    return sums / np.outer(rows, cols)
+
+
+def _channel_mean_abs(values: np.ndarray) -> np.ndarray:
+    """``mean_c |values|`` of an ``H×W×C`` array -> ``H×W`` (overwrites ``values``; a matmul is ~10× faster
+    than ``.mean(axis=2)`` over so short an axis)."""
+    np.abs(values, out=values)
+    return values @ np.full(values.shape[2], 1.0 / values.shape[2], np.float32)
+
+
+def _interesting_cells(pair: Pair) -> Optional[np.ndarray]:
+    """Flat indices (row-major on the cell grid) of the pair's interesting cells; None if there are none."""
+    if pair.input.shape[2] == pair.target.shape[2]:
+        score = _channel_mean_abs(pair.input - pair.target)
+    else:
+        score = np.zeros(pair.target.shape[:2], np.float32)
+        score[1:, :] += _channel_mean_abs(np.diff(pair.target, axis=0))
+        score[:, 1:] += _channel_mean_abs(np.diff(pair.target, axis=1))
+    cells = _cell_means(score)
+    threshold = max(DIFF_ABS_THRESHOLD, DIFF_REL_THRESHOLD * float(cells.max()))
+    hot = np.flatnonzero(cells >= threshold)
+    return hot if hot.size else None
+
+
+def _pick(u: float, n: int) -> int:
+    """A uniform integer in ``[0, n)`` from a uniform double ``u`` in ``[0, 1)``."""
+    return min(int(u * n), n - 1)
+
+
+def _dihedral(view: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/90° rotations of an ``h×w×C`` view (k in 0..7), still a view."""
+    view = np.rot90(view, k % 4, axes=(0, 1))
+    return view[:, ::-1] if k >= 4 else view
+
+
+def _plain(value: Any) -> Any:
+    """A copy of numpy's bit-generator state made of plain dicts, ints and strings (YAML-safe)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    raise TypeError(f"unexpected value in random state: {value!r}")
+
+
+class PatchSampler:
+    """Endless batches of random square crops from Input/Ground Truth pairs.
+
+    Args:
+        pairs: the training pairs (see :func:`validate_pairs`, which runs here).
+        crop_size: side of the square crops in pixels (Nuke's ``cropSize``). Clipped to the smallest
+            frame and rounded down to a multiple of 16, with a warning; the value used is ``crop_size``.
+        batch_size: crops per batch (Nuke's ``batchSize``). May exceed the number of pairs.
+        difference_share: share of crops, 0..1, placed where Input and Ground Truth differ (see the module
+            docstring); the rest are uniform.
+        augment: apply a random one of the 8 flips/90° rotations, the same to Input and Ground Truth.
+        seed: the run's random seed. rank: this process's rank in distributed training (each rank draws
+            its own crops).
+
+    Attributes:
+        crop_size: the crop side actually used. in_channels, out_channels: channel counts of a batch.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        *,
+        crop_size: int = 256,
+        batch_size: int = 4,
+        difference_share: float = 0.5,
+        augment: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        if not (isinstance(difference_share, (int, float)) and 0.0 <= difference_share <= 1.0):
+            raise ConfigError(f"The difference share must be between 0 and 1, not {difference_share!r}.")
+        self.seed = _check_int(seed, "The random seed", 0)
+        self.rank = _check_int(rank, "The rank", 0)
+        self.pairs: tuple[Pair, ...] = tuple(validate_pairs(pairs, crop_size=crop_size, batch_size=batch_size))
+        self.batch_size = int(batch_size)
+        self.difference_share = float(difference_share)
+        self.augment = bool(augment)
+        self.in_channels = self.pairs[0].input.shape[2]
+        self.out_channels = self.pairs[0].target.shape[2]
+
+        smallest_index = min(range(len(self.pairs)), key=lambda i: min(self.pairs[i].input.shape[:2]))
+        smallest = self.pairs[smallest_index]
+        self.crop_size = _fit_crop_size(int(crop_size), min(smallest.input.shape[:2]))
+        if self.crop_size != crop_size:
+            reason = (
+                f"is larger than the smallest frame, {_pair_name(smallest_index, smallest.label)} at "
+                f"{_size(smallest.input.shape)} pixels (width×height)"
+                if crop_size > min(smallest.input.shape[:2])
+                else f"is not a multiple of {SIZE_MULTIPLE}"
+            )
+            warnings.warn(
+                f"Crop size {crop_size} {reason}; training on {self.crop_size}×{self.crop_size} crops "
+                f"instead (the largest multiple of {SIZE_MULTIPLE} that fits).",
+                stacklevel=2,
+            )
+
+        self._hot_cells = tuple(_interesting_cells(pair) for pair in self.pairs)
+        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank])))
+        self._draws = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch ``(input, target)``: float32 contiguous ``N×Cin×h×w`` and ``N×Cout×h×w`` tensors."""
+        n, c = self.batch_size, self.crop_size
+        draws = self._rng.random((n, _DRAWS_PER_CROP))  # a fixed number of draws per batch: see state_dict
+        self._draws += draws.size
+        inputs = np.empty((n, self.in_channels, c, c), np.float32)
+        targets = np.empty((n, self.out_channels, c, c), np.float32)
+        for i, (u_pair, u_kind, u_cell, u_cy, u_cx, u_y, u_x, u_flip) in enumerate(draws.tolist()):
+            index = _pick(u_pair, len(self.pairs))
+            pair, hot = self.pairs[index], self._hot_cells[index]
+            h, w = pair.input.shape[:2]
+            if hot is not None and u_kind < self.difference_share:
+                # A point in a random interesting cell, at a random place in the crop's central half.
+                gy, gx = divmod(int(hot[_pick(u_cell, hot.size)]), -(-w // CELL_SIZE))
+                y = gy * CELL_SIZE + _pick(u_cy, min(CELL_SIZE, h - gy * CELL_SIZE))
+                x = gx * CELL_SIZE + _pick(u_cx, min(CELL_SIZE, w - gx * CELL_SIZE))
+                top = min(max(y - c // 4 - _pick(u_y, c // 2), 0), h - c)
+                left = min(max(x - c // 4 - _pick(u_x, c // 2), 0), w - c)
+            else:
+                top, left = _pick(u_y, h - c + 1), _pick(u_x, w - c + 1)
+            k = _pick(u_flip, 8) if self.augment else 0
+            inputs[i] = _dihedral(pair.input[top : top + c, left : left + c], k).transpose(2, 0, 1)
+            targets[i] = _dihedral(pair.target[top : top + c, left : left + c], k).transpose(2, 0, 1)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the random stream stands, as plain ints/strings/dicts (YAML-safe), for exact resume.
+
+        ``{"format": 1, "seed", "rank", "draws": doubles drawn so far, "bit_generator": numpy's state}``.
+        """
+        return {
+            "format": _STATE_FORMAT,
+            "seed": self.seed,
+            "rank": self.rank,
+            "draws": self._draws,
+            "bit_generator": _plain(self._rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`): the next batches are the saved run's next ones.
+
+        The saved seed replaces this sampler's. A state saved by another rank (only rank 0 writes
+        checkpoints) moves this rank's own stream to the same position.
+        """
+        try:
+            version, seed, rank, draws = state["format"], state["seed"], state["rank"], state["draws"]
+        except (KeyError, TypeError) as error:
+            raise TrainingError(f"The saved patch-sampler state cannot be read (missing {error}).") from error
+        if version != _STATE_FORMAT:
+            raise TrainingError(
+                f"The saved patch-sampler state has format {version!r}; this version of copycat_nuke "
+                f"reads format {_STATE_FORMAT}. Resume with the version that wrote it, or train afresh."
+            )
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (seed, rank, draws)):
+            raise TrainingError(
+                f"The saved patch-sampler state cannot be read: seed {seed!r}, rank {rank!r} and draws "
+                f"{draws!r} must be whole numbers of at least 0."
+            )
+        bit_generator = np.random.PCG64(np.random.SeedSequence([seed, self.rank]))
+        if rank == self.rank:
+            try:
+                bit_generator.state = state["bit_generator"]
+            except (KeyError, TypeError, ValueError) as error:
+                raise TrainingError(f"The saved patch-sampler state cannot be read ({error}).") from error
+        else:
+            bit_generator.advance(draws)  # only rank 0 writes checkpoints: rebuild this rank's stream
+        self._rng, self.seed, self._draws = np.random.Generator(bit_generator), seed, draws
+
+
+def _check_steps_args(pairs: int, batch_size: int) -> None:
+    _check_int(pairs, "The number of pairs", 1)
+    _check_int(batch_size, "The batch size", 1)
+
+
+def steps_for_epochs(epochs: Union[int, float], pairs: int, batch_size: int) -> int:
+    """Training steps for ``epochs`` epochs as Nuke counts them: ``ceil(epochs × pairs / batch_size)``.
+
+    One epoch is as many crops as there are pairs. Whole-number epochs are computed exactly; a float
+    within 1e-9 (relative) of a whole number of steps counts as that number, so
+    ``steps_for_epochs(epochs_for_steps(s, p, b), p, b) == s``.
+    """
+    _check_steps_args(pairs, batch_size)
+    if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
+        if epochs < 0:
+            raise ConfigError(f"The number of epochs must not be negative, not {epochs}.")
+        return -(-int(epochs) * pairs // batch_size)
+    if not (isinstance(epochs, (float, np.floating)) and math.isfinite(epochs) and epochs >= 0):
+        raise ConfigError(f"The number of epochs must be a number of at least 0, not {epochs!r}.")
+    steps = float(epochs) * pairs / batch_size
+    nearest = round(steps)
+    if abs(steps - nearest) <= 1e-9 * max(1.0, steps):
+        return int(nearest)
+    return math.ceil(steps)
+
+
+def epochs_for_steps(steps: int, pairs: int, batch_size: int) -> float:
+    """Epochs covered by ``steps`` training steps: ``steps × batch_size / pairs`` (for progress display)."""
+    _check_steps_args(pairs, batch_size)
+    _check_int(steps, "The number of steps", 0)
+    return int(steps) * batch_size / pairs

@@ -1,0 +1,1063 @@
+"""Frames on disk <-> float32 ``H×W×C`` numpy arrays with named channels, through OpenImageIO only.
+
+What this module promises:
+
+* **Arrays are the display window.** :func:`read_frame` returns ``float32`` pixels the size of the file's
+  display window (Nuke's *format*); pixels outside the data window (Nuke's *bbox*) are 0, and parts of the
+  data window outside the display window are cropped. Values are the file's code values as stored (no
+  colour conversion; 8/16-bit integers map to 0..1); alpha is never premultiplied or divided on the way.
+* **Channels are found by name, never by position.** OpenImageIO reorders EXR channels on read (RGBA first,
+  then the rest sorted), so ``channels="rgba"``, ``"mask.a"``, ``"rgba.red"`` or ``["R", "G", "B"]`` are
+  resolved against the file's names (see :func:`resolve_channels`).
+* **Writes are atomic.** :func:`write_frame` writes a hidden temporary file next to the target and renames
+  it over the target, so a crash or Ctrl-C never leaves a half-written frame where a frame should be.
+* **Sequences** use Nuke's spellings: ``shot.####.exr``, ``shot.%04d.exr``, ``shot.@@@@.exr`` or a
+  directory holding one sequence (:class:`ImageSequence`); frame lists read ``1001-1100``, ``1,5,9``,
+  ``1-100x4`` or combinations (:func:`parse_frame_list`).
+
+Every failure on bad input is a :class:`~copycat_nuke.errors.CopyCatError` that names the file, frame or
+text at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import OpenImageIO as oiio
+
+from copycat_nuke.errors import (
+    ChannelError,
+    FrameMissingError,
+    ImageIOError,
+    ResolutionMismatchError,
+    SequenceError,
+)
+
+__all__ = [
+    "Frame",
+    "ImageSequence",
+    "Window",
+    "check_same_size",
+    "format_frame_list",
+    "parse_frame_list",
+    "read_frame",
+    "read_image",
+    "resolve_channels",
+    "write_frame",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+ChannelSpec = Union[str, Sequence[str]]
+
+#: Pixel types each writer accepts; the first is the default for that format.
+FORMAT_PIXEL_TYPES: dict[str, tuple[str, ...]] = {
+    "openexr": ("half", "float"),
+    "dpx": ("uint10", "uint8", "uint12", "uint16"),
+    "tiff": ("uint16", "uint8", "float"),
+    "png": ("uint8", "uint16"),
+    "jpeg": ("uint8",),
+}
+
+# Metadata that describes how the *source* file was laid out rather than the picture. Copying it onto a new
+# file would be wrong (a DPX packing, a TIFF strip size, OIIO's own read hints) or dangerous (OIIO 3.2's DPX
+# writer strides the pixel buffer by a copied dpx:EndOfLinePadding).
+_LAYOUT_METADATA = frozenset(
+    {
+        "DateTime",
+        "dpx:DittoKey",
+        "dpx:EndOfImagePadding",
+        "dpx:EndOfLinePadding",
+        "dpx:ImageDescriptor",
+        "dpx:Packing",
+        "planarconfig",
+        "tiff:Compression",
+        "tiff:PhotometricInterpretation",
+        "tiff:PlanarConfiguration",
+        "tiff:RowsPerStrip",
+    }
+)
+
+_MAIN_LAYERS = ("", "rgba", "rgb")
+_LONG_NAMES = {"red": "r", "green": "g", "blue": "b", "alpha": "a"}
+_CANONICAL_ORDERS = (("r", "g", "b", "a"), ("r", "g", "b"), ("y", "a"), ("y",))
+_MAX_FRAMES = 1_000_000
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Windows and frames
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel rectangle in image coordinates (y down, as OpenImageIO and EXR count): origin and size."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def x_end(self) -> int:
+        """One past the last column."""
+        return self.x + self.width
+
+    @property
+    def y_end(self) -> int:
+        """One past the last row."""
+        return self.y + self.height
+
+    @property
+    def is_empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    def intersect(self, other: Window) -> Window:
+        """The overlap of two windows (``width``/``height`` 0 when they do not overlap)."""
+        x, y = max(self.x, other.x), max(self.y, other.y)
+        return Window(x, y, max(0, min(self.x_end, other.x_end) - x), max(0, min(self.y_end, other.y_end) - y))
+
+    def __str__(self) -> str:
+        return f"{self.width}×{self.height} at ({self.x}, {self.y})"
+
+
+@dataclass
+class Frame:
+    """One image read from disk.
+
+    Attributes:
+        pixels: ``float32`` ``H×W×C``, ``H×W`` the display window's size, channels in ``channels`` order.
+        channels: channel names as the file spells them, e.g. ``("R", "G", "B", "A", "mask.A")``.
+        display_window: the file's display window (Nuke's format).
+        data_window: the file's data window (Nuke's bbox) as stored, which may have a negative origin or
+            reach beyond the display window; ``pixels`` hold only its overlap with the display window.
+        pixel_type: the file's pixel type: ``"half"``, ``"float"``, ``"uint8"``, ``"uint10"``, ``"uint16"`` …
+        metadata: the file's attributes (``compression``, ``PixelAspectRatio``, ``copycat:…`` …) as
+            ``str``/``int``/``float``, or tuples for vector types.
+        metadata_types: OpenImageIO type names of the tuple-valued metadata (``"matrix"``, ``"timecode"`` …),
+            so that ``write_frame(..., like=frame)`` writes them back with the same types.
+        path: the file it came from, or ``None``.
+    """
+
+    pixels: np.ndarray
+    channels: tuple[str, ...]
+    display_window: Window
+    data_window: Window
+    pixel_type: str
+    metadata: dict[str, object] = field(default_factory=dict)
+    metadata_types: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    def select(self, spec: ChannelSpec) -> np.ndarray:
+        """The channels named by ``spec`` (see :func:`resolve_channels`): a new float32 ``H×W×len`` array."""
+        names = resolve_channels(spec, self.channels, path=self.path)
+        return self.pixels[..., [self.channels.index(n) for n in names]]
+
+
+def check_same_size(
+    a: Frame, b: Frame, *, labels: tuple[str, str] = ("Input", "Ground Truth"), frame: int | None = None
+) -> None:
+    """Raise :class:`ResolutionMismatchError` unless two paired frames have the same display-window size.
+
+    ``labels`` name the two roles in the message (e.g. ``("Input", "Ground Truth")``).
+    """
+    if (a.width, a.height) == (b.width, b.height):
+        return
+    at = f" at frame {frame}" if frame is not None else ""
+    raise ResolutionMismatchError(
+        f"{labels[0]} and {labels[1]} differ in size{at}: {labels[0]} {a.path or '(in memory)'} is "
+        f"{a.width}×{a.height} but {labels[1]} {b.path or '(in memory)'} is {b.width}×{b.height}. "
+        "Each pair must be the same size: reformat or crop one of them to match the other "
+        "(e.g. a Reformat node) and render it again."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Channel names
+
+
+def _split_spec(spec: ChannelSpec) -> list[str]:
+    items = [spec] if isinstance(spec, str) else list(spec)
+    tokens: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"channel names must be strings, got {item!r}")
+        tokens.extend(t for t in re.split(r"[,\s]+", item) if t)
+    if not tokens:
+        raise ChannelError(f"No channels asked for in {spec!r}: name some, e.g. 'rgba', 'mask.a' or 'R,G,B'.")
+    return tokens
+
+
+def _channel_key(name: str) -> tuple[str, str]:
+    """(layer, channel), lower case, with Nuke's long names shortened and rgba/rgb meaning the main layer."""
+    layer, _, chan = name.rpartition(".")
+    layer, chan = layer.lower(), chan.lower()
+    if layer in _MAIN_LAYERS:
+        layer = ""
+    return layer, _LONG_NAMES.get(chan, chan)
+
+
+def _missing_channel(token: str, available: Sequence[str], path: PathLike | None, why: str = "") -> ChannelError:
+    where = f" in {path}" if path is not None else ""
+    has = ", ".join(available) if available else "(no channels)"
+    return ChannelError(
+        f"No channel {token!r}{why}{where}. It has: {has}. "
+        "Ask for channels by name, e.g. 'rgba', 'rgb', 'alpha', 'mask.a' or 'R,G,B'."
+    )
+
+
+def _resolve_token(token: str, available: Sequence[str], path: PathLike | None) -> list[str]:
+    if token in available:  # exact, case-sensitive match always wins
+        return [token]
+    lowered = token.lower()
+    if lowered in ("rgb", "rgba"):
+        names = []
+        for letter, long_name in zip(lowered, ("red", "green", "blue", "alpha")):
+            try:
+                names.extend(_resolve_token(letter, available, path))
+            except ChannelError:
+                raise _missing_channel(long_name, available, path, f" (part of {token!r})") from None
+        return names
+    if lowered == "all":
+        return list(available)
+    key = _channel_key(token)
+    matches = [c for c in available if _channel_key(c) == key]
+    if len(matches) > 1:
+        raise _missing_channel(token, available, path, f" (ambiguous: {', '.join(matches)}; name one exactly)")
+    if matches:
+        return matches
+    # A layer name on its own ("mask", "N", "depth") means every channel of that layer, in file order.
+    layer = [c for c in available if "." in c and c.rpartition(".")[0].lower() == lowered]
+    if layer:
+        return layer
+    # A greyscale file (PNG/DPX/TIFF/JPEG "Y") answers for red, green and blue, as Nuke's Read does.
+    if key[0] == "" and key[1] in ("r", "g", "b"):
+        luma = [c for c in available if _channel_key(c) == ("", "y")]
+        if len(luma) == 1:
+            return luma
+    raise _missing_channel(token, available, path)
+
+
+def resolve_channels(spec: ChannelSpec, available: Sequence[str], *, path: PathLike | None = None) -> list[str]:
+    """Map an artist's channel spec to names from ``available`` (a file's channels), in the order asked.
+
+    ``spec`` is a string of comma- or space-separated names, or a sequence of them. Each name is matched:
+
+    1. exactly (case-sensitive), e.g. ``"R"``, ``"mask.A"``;
+    2. ``rgb``/``rgba`` expand to red, green, blue (and alpha); ``all`` means every channel;
+    3. tolerantly: case-insensitive, Nuke's long names (``red``/``alpha``), and ``rgba.``/``rgb.`` meaning
+       the main layer, so ``a``, ``alpha``, ``rgba.alpha`` find ``A`` and ``mask.a`` finds ``mask.A``;
+    4. a layer name alone (``mask``, ``N``) means all channels of that layer;
+    5. ``r``/``g``/``b`` fall back to ``Y`` in a greyscale file.
+
+    Raises:
+        ChannelError: naming ``path``, the channel asked for and the channels ``available``.
+    """
+    return [name for token in _split_spec(spec) for name in _resolve_token(token, available, path)]
+
+
+def _names_for_writing(spec: ChannelSpec | None, count: int, target: Path) -> list[str]:
+    """Channel names to store: main-layer shorthands become R, G, B, A; layered names are kept as given."""
+    if spec is None:
+        defaults = {1: ["Y"], 2: ["Y", "A"], 3: ["R", "G", "B"], 4: ["R", "G", "B", "A"]}
+        if count not in defaults:
+            raise ChannelError(
+                f"Cannot write {target}: a {count}-channel image needs channel names, "
+                "e.g. channels=['R', 'G', 'B', 'A', 'mask.A']."
+            )
+        return defaults[count]
+    names: list[str] = []
+    for token in _split_spec(spec):
+        if token.lower() in ("rgb", "rgba"):
+            names.extend(c.upper() for c in token.lower())
+            continue
+        layer, chan = _channel_key(token)
+        names.append(chan.upper() if layer == "" and chan in ("r", "g", "b", "a") else token)
+    if len(set(names)) != len(names):
+        raise ChannelError(f"Cannot write {target}: channel names {names} repeat; name each channel once.")
+    if len(names) != count:
+        raise ChannelError(
+            f"Cannot write {target}: {len(names)} channel names ({', '.join(names)}) for an image with "
+            f"{count} channels. Give one name per channel."
+        )
+    return names
+
+
+def _canonical_order(names: Sequence[str]) -> list[int] | None:
+    """Index order putting R,G,B(,A) or Y(,A) first, for formats that store channels by position only."""
+    keys = [_channel_key(n) for n in names]
+    for order in _CANONICAL_ORDERS:
+        wanted = [("", c) for c in order]
+        if sorted(keys) == sorted(wanted):
+            return [keys.index(k) for k in wanted]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _frame_number_in(path: Path) -> int | None:
+    match = _FRAME_IN_NAME.fullmatch(path.name)
+    return int(match.group("frame")) if match else None
+
+
+def _damaged(path: Path, detail: str) -> ImageIOError:
+    detail = " ".join(detail.split())
+    return ImageIOError(
+        f"Could not read {path}: the file may be damaged, partly written or not an image"
+        + (f" ({detail})" if detail else "")
+        + ". Render or copy it again."
+    )
+
+
+def _open_input(path: Path) -> oiio.ImageInput:
+    if not path.exists():
+        number = _frame_number_in(path)
+        frame = f"Frame {number} is missing: " if number is not None else ""
+        raise FrameMissingError(f"{frame}{path} does not exist. Check the path and that the frame was rendered.")
+    if path.is_dir():
+        raise ImageIOError(f"{path} is a directory, not an image file.")
+    config = oiio.ImageSpec()
+    # Return alpha and colour exactly as stored: no premultiplying of PNG/TIFF unassociated alpha.
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    inp = oiio.ImageInput.open(str(path), config)
+    if inp is None:
+        raise _damaged(path, oiio.geterror())
+    return inp
+
+
+def _window_of(spec: oiio.ImageSpec) -> tuple[Window, Window]:
+    display = Window(spec.full_x, spec.full_y, spec.full_width, spec.full_height)
+    return display, Window(spec.x, spec.y, spec.width, spec.height)
+
+
+def _pixel_type_of(spec: oiio.ImageSpec) -> str:
+    name = str(spec.format)
+    bits = spec.get_int_attribute("oiio:BitsPerSample", 0)
+    if name in ("uint8", "uint16") and bits and bits not in (8, 16):
+        return f"uint{bits}"
+    return name
+
+
+def _metadata_of(spec: oiio.ImageSpec) -> tuple[dict[str, object], dict[str, str]]:
+    values: dict[str, object] = {}
+    types: dict[str, str] = {}
+    for param in spec.extra_attribs:
+        value = param.value
+        if isinstance(value, (list, np.ndarray)):
+            value = tuple(np.asarray(value).ravel().tolist())
+        values[param.name] = value
+        if isinstance(value, tuple):
+            types[param.name] = str(param.type)
+    return values, types
+
+
+@dataclass(frozen=True, eq=False)
+class _Part:
+    index: int
+    name: str
+    spec: oiio.ImageSpec
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.spec.channelnames)
+
+
+def _parts_of(inp: oiio.ImageInput, path: Path) -> list[_Part]:
+    parts: list[_Part] = []
+    while inp.seek_subimage(len(parts), 0):
+        spec = inp.spec().copy()
+        if spec.deep:
+            raise ImageIOError(f"{path} holds deep data, which is not supported: flatten it first (DeepToImage).")
+        parts.append(_Part(len(parts), spec.get_string_attribute("name", ""), spec))
+    if not parts:
+        raise _damaged(path, _oiio_error(inp))
+    inp.geterror()  # seeking one past the last part is how the loop ends; it leaves an error to clear
+    return parts
+
+
+def _pick_part(parts: list[_Part], subimage: int | str, path: Path) -> _Part:
+    listing = ", ".join(f"{p.index}" + (f" ({p.name})" if p.name else "") for p in parts)
+    if isinstance(subimage, int):
+        if 0 <= subimage < len(parts):
+            return parts[subimage]
+        raise ImageIOError(f"{path} has no part {subimage}; it has parts {listing}.")
+    for exact in (True, False):
+        for part in parts:
+            if part.name == subimage or (not exact and part.name.lower() == subimage.lower()):
+                return part
+    raise ImageIOError(f"{path} has no part named {subimage!r}; it has parts {listing}.")
+
+
+def _resolve_across_parts(tokens: list[str], parts: list[_Part], path: Path) -> list[tuple[_Part, str, str]]:
+    """(part, channel, name to report) for each channel asked for.
+
+    Each token is looked up in the first part, else in the others; ``part.channel`` names a part explicitly
+    (and is reported with that prefix).
+    """
+    found: list[tuple[_Part, str, str]] = []
+    for token in tokens:
+        hits: list[tuple[_Part, str, str]] = []
+        first_error: ChannelError | None = None
+        for part in parts:
+            try:
+                hits = [(part, n, n) for n in _resolve_token(token, part.channels, path)]
+                break
+            except ChannelError as error:
+                first_error = first_error or error
+            prefix = part.name + "."
+            if part.name and token.lower().startswith(prefix.lower()):
+                try:
+                    names = _resolve_token(token[len(prefix) :], part.channels, path)
+                    hits = [(part, n, f"{part.name}.{n}") for n in names]
+                    break
+                except ChannelError:
+                    pass
+        if not hits and len(parts) == 1 and first_error is not None:
+            raise first_error
+        if not hits:
+            everything = [(f"{p.name}.{c}" if p.name and p.index else c) for p in parts for c in p.channels]
+            raise _missing_channel(token, everything, path)
+        found.extend(hits)
+    return found
+
+
+def _read_part(inp: oiio.ImageInput, part: _Part, names: list[str], path: Path) -> np.ndarray:
+    """The named channels of one part, as float32 ``h×w×len(names)`` over its data window."""
+    indices = [part.channels.index(n) for n in names]
+    first, last = min(indices), max(indices) + 1  # read one contiguous channel range, then pick
+    spec = part.spec
+    pixels = inp.read_image(part.index, 0, first, last, "float")
+    if pixels is None or inp.has_error:
+        raise _damaged(path, _oiio_error(inp))
+    pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, last - first)
+    if inp.format_name() == "dpx":
+        _repair_dpx10_row_ends(path, spec, pixels, first)
+    bits = _odd_bits(_pixel_type_of(spec))
+    if bits:  # OIIO widens 10/12-bit codes to 16 bits by bit replication: return exactly code / (2**bits - 1)
+        levels = float(2**bits - 1)
+        pixels = np.round(pixels * levels) / levels
+    return pixels[..., [i - first for i in indices]]
+
+
+def _place(pixels: np.ndarray, data: Window, display: Window) -> np.ndarray:
+    """Put data-window pixels into a zeroed display-window array, cropping whatever lies outside it."""
+    out = np.zeros((display.height, display.width, pixels.shape[2]), dtype=np.float32)
+    overlap = data.intersect(display)
+    if not overlap.is_empty:
+        out[
+            overlap.y - display.y : overlap.y_end - display.y,
+            overlap.x - display.x : overlap.x_end - display.x,
+        ] = pixels[overlap.y - data.y : overlap.y_end - data.y, overlap.x - data.x : overlap.x_end - data.x]
+    return out
+
+
+def read_frame(path: PathLike, channels: ChannelSpec | None = None, *, subimage: int | str | None = None) -> Frame:
+    """Read one image file into a :class:`Frame` (float32 ``H×W×C``, display-window size).
+
+    Args:
+        path: any format OpenImageIO reads (EXR, DPX, TIFF, PNG, JPEG …).
+        channels: which channels, by name (see :func:`resolve_channels`), in the order wanted; ``None``
+            reads every channel of the part, in the file's order.
+        subimage: the part of a multi-part EXR (index or part name). ``None`` reads part 0, and looks up a
+            requested channel in the other parts when part 0 lacks it (``part.channel`` names one explicitly).
+
+    Raises:
+        FrameMissingError: the file does not exist.
+        ImageIOError: the file is unreadable, truncated or damaged, or has no such part.
+        ChannelError: a channel asked for is not in the file.
+    """
+    path = Path(path)
+    inp = _open_input(path)
+    try:
+        parts = _parts_of(inp, path)
+        if subimage is not None:
+            parts = [_pick_part(parts, subimage, path)]
+        if channels is None:
+            wanted = [(parts[0], n, n) for n in parts[0].channels]
+        else:
+            wanted = _resolve_across_parts(_split_spec(channels), parts, path)
+        main = wanted[0][0]
+        display, data = _window_of(main.spec)
+        layers: list[np.ndarray] = []
+        names: list[str] = []
+        for part in dict.fromkeys(p for p, _, _ in wanted):
+            pixels = _read_part(inp, part, [n for p, n, _ in wanted if p is part], path)
+            layers.append(_place(pixels, _window_of(part.spec)[1], display))
+            # A name another part already gave (two parts each with "R") is qualified by its part.
+            taken = set(names)
+            reported = [r for p, _, r in wanted if p is part]
+            names.extend(r if r not in taken else f"{part.name or part.index}.{r}" for r in reported)
+        order = _interleave_order(wanted)
+        stacked = np.concatenate(layers, axis=2)[..., order] if len(layers) > 1 else layers[0]
+        metadata, metadata_types = _metadata_of(main.spec)
+        return Frame(
+            pixels=np.ascontiguousarray(stacked),
+            channels=tuple(names[i] for i in order),
+            display_window=display,
+            data_window=data,
+            pixel_type=_pixel_type_of(main.spec),
+            metadata=metadata,
+            metadata_types=metadata_types,
+            path=path,
+        )
+    finally:
+        inp.geterror()  # clear, so OIIO does not print stale errors at exit
+        inp.close()
+
+
+def _interleave_order(wanted: list[tuple[_Part, str, str]]) -> list[int]:
+    """Index into the part-by-part concatenation that restores the order the channels were asked in."""
+    parts = list(dict.fromkeys(p for p, _, _ in wanted))
+    grouped = [i for part in parts for i, (p, _, _) in enumerate(wanted) if p is part]
+    return [grouped.index(i) for i in range(len(wanted))]
+
+
+def read_image(path: PathLike, channels: ChannelSpec | None = None) -> np.ndarray:
+    """Just the pixels of :func:`read_frame`: float32 ``H×W×C`` (display window), channels in order asked."""
+    return read_frame(path, channels).pixels
+
+
+def _repair_dpx10_row_ends(path: Path, spec: oiio.ImageSpec, pixels: np.ndarray, first_channel: int) -> None:
+    """Re-decode the last 32-bit word of each row of a 10-bit filled DPX, in place.
+
+    OpenImageIO 3.2.2 (and versions back to at least 2017, GafferHQ/gaffer#2125) misreads the lone last
+    sample of each row when a row holds 3k+1 samples, e.g. the last column's alpha of a 10-bit RGBA DPX
+    4096 or 7 pixels wide. The file is right; only the reader is wrong. This decodes those few samples from
+    the file itself, and only if the previous word decodes to what OIIO returned (the layout is as assumed).
+    """
+    nch, width, height = spec.nchannels, spec.width, spec.height
+    row_samples = width * nch
+    tail = row_samples % 3
+    if (
+        tail == 0
+        or row_samples < 4
+        or spec.get_int_attribute("oiio:BitsPerSample", 0) != 10
+        or spec.get_string_attribute("dpx:Packing", "") != "Filled, method A"
+        or spec.get_int_attribute("oiio:subimages", 1) != 1
+        or spec.get_int_attribute("Orientation", 1) != 1
+    ):
+        return
+    try:
+        with open(path, "rb") as f:
+            header = f.read(2048)
+            endian = {b"SDPX": ">", b"XPDS": "<"}.get(header[:4])
+            if endian is None or len(header) < 816:
+                return
+            (offset,) = struct.unpack(endian + "I", header[808:812])  # image element 0: offset to data
+            (eol_padding,) = struct.unpack(endian + "I", header[812:816])
+            if eol_padding == 0xFFFFFFFF:
+                eol_padding = 0
+            row_words = -(-row_samples // 3)
+            row_bytes = row_words * 4 + eol_padding
+            words = np.empty((height, 2), dtype=np.uint32)
+            for y in range(height):
+                f.seek(offset + y * row_bytes + (row_words - 2) * 4)
+                raw = f.read(8)
+                if len(raw) != 8:
+                    return
+                words[y] = struct.unpack(endian + "2I", raw)
+    except OSError:
+        return
+    samples = np.stack([(words >> s) & 0x3FF for s in (22, 12, 2)], axis=-1).reshape(height, 6)
+    values = samples.astype(np.float32) / 1023.0
+    start = (row_words - 2) * 3  # sample index of the first sample in the second-to-last word
+    positions = [(s // nch, s % nch - first_channel) for s in range(start, start + 3 + tail)]
+    # Check the layout against a full word OIIO decodes correctly before trusting it for the tail.
+    for k, (x, c) in enumerate(positions[:3]):
+        if 0 <= c < pixels.shape[2] and not np.allclose(pixels[:, x, c], values[:, k], atol=0.5 / 1023):
+            return
+    for k, (x, c) in enumerate(positions[3:], start=3):
+        if 0 <= c < pixels.shape[2]:
+            pixels[:, x, c] = values[:, k]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _odd_bits(pixel_type: str) -> int:
+    """Bits per sample of an integer type OIIO keeps in uint16 (``uint10`` -> 10), else 0."""
+    match = re.fullmatch(r"uint(\d+)", pixel_type)
+    bits = int(match.group(1)) if match else 0
+    return bits if 8 < bits < 16 else 0
+
+
+def _to_odd_bits(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """Round to the nearest ``bits``-bit code and spell it as the uint16 OIIO truncates back to that code.
+
+    OIIO converts float to uint16 and then drops the low bits, which truncates instead of rounding (up to a
+    whole step low); handing it bit-replicated codes makes the stored code the nearest one.
+    """
+    codes = np.round(np.clip(np.nan_to_num(pixels), 0.0, 1.0) * (2**bits - 1)).astype(np.uint16)
+    return (codes << (16 - bits)) | (codes >> (2 * bits - 16))
+
+
+def _choose_pixel_type(fmt: str, pixel_type: str | None, like: Frame | None, target: Path) -> str:
+    allowed = FORMAT_PIXEL_TYPES.get(fmt)
+    if pixel_type is None:
+        if like is not None and (allowed is None or like.pixel_type in allowed):
+            return like.pixel_type
+        return allowed[0] if allowed else "float"
+    if allowed is not None and pixel_type not in allowed:
+        raise ImageIOError(
+            f"Cannot write {target} as {pixel_type}: {fmt} files hold {', '.join(allowed)}. "
+            f"Pick one of those, or another file type (.exr holds half or float)."
+        )
+    return pixel_type
+
+
+def _set_attribute(spec: oiio.ImageSpec, name: str, value: object, type_name: str | None) -> None:
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        spec.attribute(name, int(value))
+    elif isinstance(value, (float, np.floating)):
+        spec.attribute(name, float(value))
+    elif isinstance(value, str):
+        spec.attribute(name, value)
+    elif isinstance(value, (tuple, list, np.ndarray)):
+        items = tuple(np.asarray(value).ravel().tolist())
+        if not type_name:
+            base = "int" if all(isinstance(v, int) for v in items) else "float"
+            base = "string" if all(isinstance(v, str) for v in items) else base
+            type_name = f"{base}[{len(items)}]"
+        type_desc = oiio.TypeDesc(type_name)
+        if type_desc != oiio.TypeUnknown:
+            spec.attribute(name, type_desc, items)
+    else:
+        raise TypeError(f"metadata {name!r}: cannot store a {type(value).__name__}; use str, int or float")
+
+
+def _write_pixels(out: oiio.ImageOutput, pixels: np.ndarray) -> bool:
+    """Hand the pixels to the writer (a seam for tests that simulate a failure part-way through)."""
+    return bool(out.write_image(pixels))
+
+
+def write_frame(
+    path: PathLike,
+    pixels: np.ndarray,
+    channels: ChannelSpec | None = None,
+    *,
+    pixel_type: str | None = None,
+    display_window: Window | None = None,
+    data_window: Window | None = None,
+    metadata: Mapping[str, object] | None = None,
+    like: Frame | None = None,
+) -> Path:
+    """Write an ``H×W×C`` (or ``H×W``) array as one image file, atomically; return the path written.
+
+    Args:
+        path: the file to write; its extension picks the format (``.exr .dpx .tif .png .jpg`` …). Missing
+            directories are created.
+        pixels: the display window's pixels, any float or int dtype (converted to float32; integer formats
+            clamp to 0..1).
+        channels: a name per channel, e.g. ``"rgba"`` or ``["R", "G", "B", "A", "mask.A"]``; ``rgba``-style
+            shorthands become ``R, G, B, A``, layered names are kept as given. ``None``: ``like``'s names
+            if the count fits, else Y / Y,A / R,G,B / R,G,B,A by count. Only EXR stores names; other formats
+            store R,G,B(,A) or Y(,A) in their own order, which this puts the channels in by name.
+        pixel_type: ``"half"`` (EXR default) or ``"float"`` for EXR; ``"uint8"`` (PNG/JPEG default) or
+            ``"uint16"`` for PNG; ``"uint16"`` (default), ``"uint8"``, ``"float"`` for TIFF; ``"uint10"``
+            (default), ``"uint8"``, ``"uint12"``, ``"uint16"`` for DPX. ``None`` keeps ``like``'s if valid.
+        display_window: defaults to ``like``'s when its size matches ``pixels``, else ``W×H`` at (0, 0).
+            Its size must match ``pixels``. Only EXR stores windows; other formats get the full image.
+        data_window: the region worth storing (EXR); clipped to the display window. Defaults to ``like``'s
+            data window when ``like``'s display window is used, else the whole display window.
+        metadata: extra attributes (``str``/``int``/``float``, tuples for vectors); ``copycat:…`` keys are
+            kept in EXR (strings also in PNG). Layout keys of a source file (packing, strips, OIIO's hints)
+            are never copied.
+        like: a source :class:`Frame` whose display/data window, channel names, pixel type and metadata
+            are the defaults for this one (explicit arguments win).
+
+    Raises:
+        ImageIOError: unknown extension, a pixel type or channel count the format cannot hold, or the
+            directory or file cannot be written (the message names the path).
+        ChannelError: the channel names do not fit the pixels.
+    """
+    target = Path(path)
+    array = np.asarray(pixels, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"pixels must be H×W or H×W×C, got shape {array.shape}")
+    height, width, count = array.shape
+
+    if channels is None and like is not None and len(like.channels) == count:
+        channels = like.channels
+    names = _names_for_writing(channels, count, target)
+
+    same_format_as_like = like is not None and (like.width, like.height) == (width, height)
+    if display_window is None:
+        display_window = like.display_window if like is not None and same_format_as_like else None
+        display_window = display_window or Window(0, 0, width, height)
+        if data_window is None and like is not None and same_format_as_like:
+            data_window = like.data_window
+    if (display_window.width, display_window.height) != (width, height):
+        raise ValueError(f"display window {display_window} does not match pixels of {width}×{height}")
+
+    out = oiio.ImageOutput.create(str(target))
+    if out is None:
+        raise ImageIOError(
+            f"Cannot write {target}: no image format for the extension {target.suffix!r} "
+            f"({_oiio_error()}). Use .exr, .dpx, .tif, .png or .jpg."
+        )
+    fmt = out.format_name()
+    chosen = _choose_pixel_type(fmt, pixel_type, like, target)
+    bits = _odd_bits(chosen)
+    base = "uint16" if bits else chosen
+
+    if fmt == "jpeg" and count not in (1, 3):
+        raise ImageIOError(
+            f"Cannot write {target}: JPEG holds 1 or 3 channels, not {count} ({', '.join(names)}). "
+            "Write .png or .exr to keep alpha, or select 'rgb'."
+        )
+    if fmt != "openexr":
+        order = _canonical_order(names)
+        if order is not None:
+            names = [names[i] for i in order]
+            array = array[..., order]
+
+    keeps_windows = all(out.supports(k) for k in ("displaywindow", "origin", "negativeorigin"))
+    if keeps_windows:
+        region = (data_window or display_window).intersect(display_window)
+        if region.is_empty:  # nothing of the data lies inside the display: store the (zero) display
+            region = display_window
+    else:
+        display_window = region = Window(0, 0, width, height)
+
+    spec = oiio.ImageSpec(region.width, region.height, count, base)
+    spec.x, spec.y = region.x, region.y
+    spec.full_x, spec.full_y = display_window.x, display_window.y
+    spec.full_width, spec.full_height = display_window.width, display_window.height
+    spec.channelnames = tuple(names)
+    spec.alpha_channel = names.index("A") if "A" in names else -1
+    spec.z_channel = names.index("Z") if "Z" in names else -1
+    carried: dict[str, object] = dict(like.metadata) if like is not None else {}
+    carried.update(metadata or {})
+    types = like.metadata_types if like is not None else {}
+    for name, value in carried.items():
+        if not name.startswith("oiio:") and name not in _LAYOUT_METADATA:
+            _set_attribute(spec, name, value, types.get(name))
+    if bits:
+        spec.attribute("oiio:BitsPerSample", bits)
+    spec.attribute("oiio:UnassociatedAlpha", 1)  # store alpha and colour as given: no (un)premultiplying
+
+    region_pixels: np.ndarray = np.ascontiguousarray(
+        array[
+            region.y - display_window.y : region.y_end - display_window.y,
+            region.x - display_window.x : region.x_end - display_window.x,
+        ]
+    )
+    if bits:
+        region_pixels = _to_odd_bits(region_pixels, bits)
+    _write_atomically(out, target, spec, region_pixels)
+    return target
+
+
+def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageIOError(
+            f"Cannot write {target}: cannot create the directory {directory} ({error.strerror or error}). "
+            "Check the path and that you may write there."
+        ) from error
+    # Same directory (so the rename is atomic) and same extension (OIIO picks the format by extension);
+    # a leading dot keeps it out of sequence discovery if the process is killed before the cleanup below.
+    temp = directory / f".{target.name}.tmp-{secrets.token_hex(4)}{target.suffix}"
+    try:
+        if not out.open(str(temp), spec):
+            raise ImageIOError(
+                f"Cannot write {target}: {_oiio_error(out) or 'the writer refused it'}. "
+                f"Check that {directory} is writable and that the format can hold this image."
+            )
+        try:
+            written = _write_pixels(out, pixels)
+        finally:
+            closed = bool(out.close())
+        if not (written and closed):
+            raise ImageIOError(f"Cannot write {target}: {_oiio_error(out) or 'the writer failed'}.")
+        os.replace(temp, target)
+    except OSError as error:
+        raise ImageIOError(f"Cannot write {target}: {error.strerror or error}.") from error
+    finally:
+        out.geterror()  # OIIO's TIFF writer reports a harmless Exif message even on success: clear it
+        if temp.exists():
+            temp.unlink()
+
+
+def _oiio_error(obj: oiio.ImageInput | oiio.ImageOutput | None = None) -> str:
+    """OIIO's pending error message of ``obj`` (and the global one) on one line; reading clears them."""
+    own = obj.geterror() if obj is not None else ""
+    return " ".join(f"{own} {oiio.geterror()}".split())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frame lists
+
+_RANGE = re.compile(r"(?P<start>-?\d+)(?:-(?P<end>-?\d+)(?:x(?P<step>\d+))?)?")
+_FRAME_LIST_EXAMPLE = "e.g. '1001-1100', '1,5,9', '1-100x4' or '1-10,20,30-40x5'"
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """Frames named by a Nuke-style frame list, sorted and unique.
+
+    Items are separated by commas and/or spaces: ``N``, ``A-B`` (inclusive) or ``A-BxS`` (every S-th frame
+    from A up to B). Negative frames are written with a minus: ``-5--1``.
+
+    Raises:
+        SequenceError: naming the text at fault and showing the right form.
+    """
+    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    if not items:
+        raise SequenceError(f"The frame list {text!r} is empty: name some frames, {_FRAME_LIST_EXAMPLE}.")
+    frames: set[int] = set()
+    for item in items:
+        match = _RANGE.fullmatch(item)
+        if match is None:
+            raise SequenceError(f"Cannot read {item!r} in the frame list {text!r}: write {_FRAME_LIST_EXAMPLE}.")
+        start = int(match.group("start"))
+        end = int(match.group("end")) if match.group("end") is not None else start
+        step = int(match.group("step") or 1)
+        if end < start or step < 1:
+            raise SequenceError(
+                f"Cannot read {item!r} in the frame list {text!r}: a range goes from the first frame up to "
+                f"the last with a step of 1 or more, {_FRAME_LIST_EXAMPLE}."
+            )
+        if len(frames) + (end - start) // step + 1 > _MAX_FRAMES:
+            raise SequenceError(f"The frame list {text!r} names more than {_MAX_FRAMES} frames.")
+        frames.update(range(start, end + 1, step))
+    return sorted(frames)
+
+
+def format_frame_list(frames: Sequence[int]) -> str:
+    """The shortest-reading frame list for ``frames`` (inverse of :func:`parse_frame_list`): ``"1-10,20"``.
+
+    Consecutive frames become ``A-B``; three or more frames with an equal step become ``A-BxS``.
+    """
+    values = sorted(set(frames))
+    parts: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i + 1
+        if j < len(values):
+            step = values[j] - values[i]
+            while j + 1 < len(values) and values[j + 1] - values[j] == step:
+                j += 1
+            run = j - i + 1
+            if step == 1 or run >= 3:
+                suffix = f"x{step}" if step > 1 else ""
+                parts.append(f"{values[i]}-{values[j]}{suffix}")
+                i = j + 1
+                continue
+        parts.append(str(values[i]))
+        i += 1
+    return ",".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sequences
+
+# A frame number right before the extension; a minus is a sign only after "." or "_" ("shot.-005.exr"),
+# so "plate-0001.exr" is frame 1 of "plate-".
+_FRAME_IN_NAME = re.compile(r"(?P<prefix>.*?)(?P<frame>(?<=[._])-\d+|\d+)(?P<suffix>\.[^.]+)")
+_PLACEHOLDER = re.compile(r"#+|@+|%0?(?P<width>\d*)d")
+_PATTERN_EXAMPLE = "e.g. 'shot.####.exr', 'shot.%04d.exr', 'shot.@@@@.exr' or a directory holding one sequence"
+
+
+def _image_extensions() -> frozenset[str]:
+    listing = oiio.get_string_attribute("extension_list")
+    return frozenset(
+        "." + ext.lower() for entry in listing.split(";") for ext in entry.partition(":")[2].split(",") if ext
+    )
+
+
+def _format_frame(frame: int, padding: int) -> str:
+    return f"{frame:0{padding}d}"
+
+
+@dataclass(frozen=True)
+class ImageSequence:
+    """Numbered frames on disk: ``directory/prefix<frame zero-padded to padding>suffix``.
+
+    ``padding`` is ``None`` for a single still file, which answers for every frame (as Nuke's Read does).
+    Frame numbers longer than the padding are written in full, negative ones with a sign (``-005``).
+    """
+
+    directory: Path
+    prefix: str
+    padding: int | None
+    suffix: str
+
+    @property
+    def pattern(self) -> str:
+        """Nuke's spelling, one ``#`` per digit: ``/shots/a/shot.####.exr``."""
+        return str(self.directory / (self.prefix + "#" * (self.padding or 0) + self.suffix))
+
+    def __str__(self) -> str:
+        return self.pattern
+
+    @classmethod
+    def parse(cls, spec: PathLike) -> ImageSequence:
+        """Understand ``shot.####.exr``, ``shot.%04d.exr``, ``shot.@@@@.exr``, a directory or one file.
+
+        ``#`` and ``@`` stand for one digit each; ``%d`` means no padding. A directory must hold exactly one
+        sequence (or one still) of image files; hidden files are ignored. Any other path is a still.
+
+        Raises:
+            SequenceError: naming the text at fault with an example of the right form.
+        """
+        text = os.fspath(spec)
+        if not text.strip():
+            raise SequenceError(f"No sequence given: name one, {_PATTERN_EXAMPLE}.")
+        path = Path(text)
+        placeholders = list(_PLACEHOLDER.finditer(path.name))
+        if not placeholders:
+            if path.is_dir():
+                return cls._only_sequence_in(path)
+            return cls(path.parent, path.name, None, "")
+        if len(placeholders) > 1:
+            raise SequenceError(
+                f"The sequence {text!r} has more than one frame-number placeholder "
+                f"({', '.join(m.group() for m in placeholders)}): use one, {_PATTERN_EXAMPLE}."
+            )
+        (match,) = placeholders
+        token = match.group()
+        if token.startswith("%"):
+            width = match.group("width")
+            if width and not token.startswith("%0"):
+                raise SequenceError(
+                    f"The sequence {text!r} uses {token!r}, which pads with spaces: "
+                    f"write %0{width}d for zero padding, {_PATTERN_EXAMPLE}."
+                )
+            padding = int(width) if width else 1
+        else:
+            padding = len(token)
+        if padding < 1:
+            raise SequenceError(f"The sequence {text!r} has zero padding: {_PATTERN_EXAMPLE}.")
+        name = path.name
+        return cls(path.parent, name[: match.start()], padding, name[match.end() :])
+
+    @classmethod
+    def _only_sequence_in(cls, directory: Path) -> ImageSequence:
+        found = _sequences_in(directory)
+        if len(found) == 1:
+            return found[0][0]
+        if not found:
+            raise SequenceError(
+                f"No image files in the directory {directory}: point at a directory holding one sequence, "
+                f"or name the files, {_PATTERN_EXAMPLE}."
+            )
+        listing = "; ".join(
+            f"{seq.pattern} ({format_frame_list(frames)})" if seq.padding else seq.pattern for seq, frames in found
+        )
+        raise SequenceError(
+            f"The directory {directory} holds {len(found)} sequences: {listing}. "
+            "Name the one you mean, e.g. '" + str(found[0][0].pattern) + "'."
+        )
+
+    def path(self, frame: int) -> Path:
+        """The file of ``frame`` (the still itself, for a still)."""
+        if self.padding is None:
+            return self.directory / self.prefix
+        return self.directory / f"{self.prefix}{_format_frame(frame, self.padding)}{self.suffix}"
+
+    def existing_frames(self) -> list[int]:
+        """The frames that exist on disk, sorted (a still: its frame number from the name, else 0)."""
+        if self.padding is None:
+            path = self.path(0)
+            if not path.is_file():
+                return []
+            number = _frame_number_in(path)
+            return [number if number is not None else 0]
+        return sorted(frame for frame, _ in self._matching_files())
+
+    def _matching_files(self) -> Iterator[tuple[int, str]]:
+        assert self.padding is not None
+        pattern = re.compile(re.escape(self.prefix) + r"(-?\d+)" + re.escape(self.suffix))
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and _format_frame(int(match.group(1)), self.padding) == match.group(1) and entry.is_file():
+                yield int(match.group(1)), entry.name
+
+    def frames(self, frame_list: str | Sequence[int] | None = None) -> list[int]:
+        """The frames to use, sorted: all that exist (``None``), or those listed, each checked on disk.
+
+        Raises:
+            FrameMissingError: listing the missing frames compactly and the frames that do exist.
+            SequenceError: ``frame_list`` cannot be read.
+        """
+        if frame_list is None:
+            existing = self.existing_frames()
+            if not existing:
+                raise FrameMissingError(
+                    f"No frames of {self.pattern} exist. Check the path, the padding "
+                    "(one # per digit) and that the frames were rendered."
+                )
+            return existing
+        wanted = parse_frame_list(frame_list) if isinstance(frame_list, str) else sorted(set(frame_list))
+        missing = [f for f in wanted if not self.path(f).is_file()]
+        if missing:
+            have = format_frame_list(self.existing_frames()) or "none"
+            noun = f"Frame {missing[0]} is" if len(missing) == 1 else f"Frames {format_frame_list(missing)} are"
+            raise FrameMissingError(
+                f"{noun} missing from {self.pattern} (e.g. {self.path(missing[0])}); frames on disk: {have}. "
+                "Render or copy the missing frames, or ask only for frames that exist."
+            )
+        return wanted
+
+    def read(self, frame: int, channels: ChannelSpec | None = None) -> Frame:
+        """:func:`read_frame` of ``frame``; a missing file raises :class:`FrameMissingError` naming it."""
+        path = self.path(frame)
+        if not path.exists():
+            raise FrameMissingError(
+                f"Frame {frame} of {self.pattern} is missing: {path} does not exist. "
+                "Render or copy it, or leave it out of the frame range."
+            )
+        return read_frame(path, channels)
+
+
+def _sequences_in(directory: Path) -> list[tuple[ImageSequence, list[int]]]:
+    """Every sequence and still among the visible image files of ``directory``, sorted by pattern."""
+    extensions = _image_extensions()
+    groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    stills: list[ImageSequence] = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        name = entry.name
+        if name.startswith(".") or Path(name).suffix.lower() not in extensions or not entry.is_file():
+            continue
+        match = _FRAME_IN_NAME.fullmatch(name)
+        if match is None:
+            stills.append(ImageSequence(directory, name, None, ""))
+            continue
+        key = (match.group("prefix"), match.group("suffix"))
+        groups.setdefault(key, []).append((int(match.group("frame")), match.group("frame")))
+    found: list[tuple[ImageSequence, list[int]]] = [(s, s.existing_frames()) for s in stills]
+    for (prefix, suffix), members in groups.items():
+        # The padding is the shortest spelling; a frame spelled otherwise ("01" beside "1") is ambiguous.
+        padding = min(len(digits) for _, digits in members)
+        if all(_format_frame(f, padding) == d for f, d in members):
+            found.append((ImageSequence(directory, prefix, padding, suffix), sorted(f for f, _ in members)))
+        else:
+            for width in sorted({len(d) for _, d in members}):
+                frames = [f for f, d in members if len(d) == width]
+                found.append((ImageSequence(directory, prefix, width, suffix), sorted(frames)))
+    return sorted(found, key=lambda item: item[0].pattern)

@@ -1,0 +1,753 @@
+"""The CopyCat trainer: frame pairs in, a ``.cat`` out, with checkpoints, previews and exact resume.
+
+One readable loop (:meth:`Trainer.run`) in named phases:
+
+1. **prepare**: validate the job, decide device and precision, read the frame pairs into the working
+   space of ``transfer.py``, build (or load) the network, restore a checkpoint when resuming;
+2. **train**: sample patches, multi-scale L1 loss, Adam with a cosine-decaying learning rate;
+3. **report**: every step an event; every ``image_interval`` steps a contact sheet; every
+   ``checkpoint_interval`` steps an atomic checkpoint ``.cat`` with everything needed to resume exactly;
+4. **finish**: ``model.cat``, the loss log and its plot — also when stopped early.
+
+The trainer never touches a UI: it publishes plain events to listeners (a tqdm bar in the CLI, a queue
+polled by the Qt panel, ``nuke.executeInMainThread`` in Nuke). Stopping is a ``threading.Event``,
+honoured within one step, and always leaves a valid checkpoint and model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from copycat_nuke import __version__, catfile, imageio, plots, transfer
+from copycat_nuke.config import TrainConfig, save_yaml, to_dict, write_text_atomic
+from copycat_nuke.data import Pair, PatchSampler, steps_for_epochs
+from copycat_nuke.device import Runtime, resolve_runtime
+from copycat_nuke.errors import CatFileError, ConfigError, CopyCatError, FrameMissingError, TrainingError
+from copycat_nuke.models import MSRN, build_model, msrn_arguments
+
+#: Nuke's default length when neither steps nor epochs are given.
+DEFAULT_EPOCHS = 10000
+#: Checkpoints kept in ``checkpoints/`` (older ones are removed; model.cat is always kept).
+KEEP_CHECKPOINTS = 3
+#: The learning rate decays along a cosine to this fraction of its start.
+FINAL_LR_FRACTION = 0.05
+#: Largest side of a contact-sheet tile, in pixels.
+PREVIEW_SIZE = 256
+#: Pairs shown in a contact sheet.
+PREVIEW_PAIRS = 3
+
+
+# --------------------------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class Started:
+    """Training is about to take its first step (``start_step`` > 0 when resuming)."""
+
+    total_steps: int
+    start_step: int
+    pairs: int
+    batch_size: int
+    crop_size: int
+    device: str
+    precision: str
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """One optimisation step finished. ``loss`` is the multi-scale L1 loss of its batch."""
+
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    patches_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class CheckpointWritten:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class ContactSheetWritten:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Training ended: completed, or ``stopped`` early; ``model_path`` is usable either way."""
+
+    step: int
+    total_steps: int
+    stopped: bool
+    model_path: Path
+    final_loss: float
+    seconds: float
+
+
+Event = Union[Started, StepDone, CheckpointWritten, ContactSheetWritten, Finished]
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    model_path: Path
+    out_dir: Path
+    steps: int
+    total_steps: int
+    stopped: bool
+    final_loss: float
+    seconds: float
+    losses: list[float] = field(default_factory=list)  #: loss of every step taken in this process
+
+
+# ----------------------------------------------------------------------------------------- the pairs
+@dataclass
+class TrainingData:
+    """The frame pairs of a job, in working space, and where they came from."""
+
+    pairs: list[Pair]
+    frames: list[int]
+    channels_in: list[str]
+    channels_out: list[str]
+
+
+def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
+    """Read the Input/Ground Truth frames of a job into working-space :class:`Pair` s.
+
+    Training frames are ``config.frames`` or, when unset, every frame where the Ground Truth exists.
+    Raises a :class:`CopyCatError` naming the file or frame at fault before any training starts.
+    """
+    if not config.input or not config.target:
+        raise ConfigError("training needs an Input sequence (--input) and a Ground Truth sequence (--target)")
+    inputs = imageio.ImageSequence.parse(config.input)
+    targets = imageio.ImageSequence.parse(config.target)
+    try:
+        frames = targets.frames(config.frames)
+    except FrameMissingError as error:
+        if config.frames is None:
+            raise TrainingError(f"CopyCat needs at least 1 Input/Ground Truth pair: {error}") from None
+        raise
+    if not frames:
+        raise TrainingError(
+            f"no Ground Truth frames found for {config.target}: CopyCat needs at least 1 Input/Ground Truth pair"
+        )
+    inputs.frames(frames)  # every training frame needs its Input too: names the missing ones
+    pairs: list[Pair] = []
+    channels_in: list[str] = []
+    channels_out: list[str] = []
+    for frame in frames:
+        source = imageio.read_frame(inputs.path(frame), config.channels_in)
+        truth = imageio.read_frame(targets.path(frame), config.channels_out)
+        imageio.check_same_size(source, truth)
+        channels_in, channels_out = list(source.channels), list(truth.channels)
+        label = f"frame {frame}"
+        pairs.append(
+            Pair(
+                input=working.to_working(transfer.sanitize(source.pixels, f"Input {source.path}")),
+                target=working.to_working(transfer.sanitize(truth.pixels, f"Ground Truth {truth.path}")),
+                label=label,
+            )
+        )
+    return TrainingData(pairs=pairs, frames=frames, channels_in=channels_in, channels_out=channels_out)
+
+
+# -------------------------------------------------------------------------------------- the maths
+def multiscale_l1(outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 over the pyramid levels, each against the target box-downscaled to its size."""
+    total = target.new_zeros(())
+    for output in outputs:
+        factor = target.shape[-1] // output.shape[-1]
+        level_target = F.avg_pool2d(target, factor) if factor > 1 else target
+        total = total + F.l1_loss(output.float(), level_target)
+    return total / len(outputs)
+
+
+def learning_rate(step: int, total_steps: int, base: float) -> float:
+    """Cosine decay from ``base`` to ``base × FINAL_LR_FRACTION`` over the run (``step`` from 0)."""
+    progress = min(step / max(total_steps - 1, 1), 1.0)
+    return base * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --------------------------------------------------------------------------------------- the trainer
+class Trainer:
+    """Trains one CopyCat job. Build it with a :class:`TrainConfig`, then call :meth:`run`.
+
+    Args:
+        config: the job.
+        listeners: called with every event, on the training thread (keep them quick; hand work to a
+            queue for UI threads).
+        stop: set it from any thread to stop within one step; the run then writes a checkpoint and
+            ``model.cat`` and returns.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        listeners: Iterable[Listener] = (),
+        stop: Optional[threading.Event] = None,
+    ) -> None:
+        self.config = replace(config).validate()
+        self.listeners = list(listeners)
+        self.stop_event = stop or threading.Event()
+        self.out_dir = Path(config.out) if config.out else Path()
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current step."""
+        self.stop_event.set()
+
+    def _emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # ---------------------------------------------------------------------------- prepare
+    def _prepare_out_dir(self) -> None:
+        if not self.config.out:
+            raise ConfigError("training needs an output directory (--out DIR / dataDirectory)")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "checkpoints").mkdir(exist_ok=True)
+            (self.out_dir / "contact_sheets").mkdir(exist_ok=True)
+            probe = self.out_dir / ".copycat-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise TrainingError(
+                f"cannot write to the output directory {self.out_dir}: {error.strerror or error}; "
+                "choose a directory you can write to"
+            ) from None
+
+    def _build_network(self, data: TrainingData) -> tuple[nn.Module, dict[str, Any], Optional[catfile.CatFile]]:
+        """The network to train: fresh, or from initial weights (a .cat model or checkpoint)."""
+        cfg = self.config
+        arguments = msrn_arguments(cfg.model_size, len(data.channels_in), len(data.channels_out), lstm=cfg.lstm)
+        initial: Optional[catfile.CatFile] = None
+        if cfg.initial_weights.lower() not in ("", "none"):
+            initial = catfile.load_cat(cfg.initial_weights)
+            arguments = self._check_compatible(initial, arguments, cfg.initial_weights)
+        torch.manual_seed(cfg.seed)
+        model = build_model("msrn", arguments)
+        if initial is not None:
+            model.load_state_dict(initial.weights)
+        return model, arguments, initial
+
+    @staticmethod
+    def _check_compatible(cat: catfile.CatFile, wanted: dict[str, Any], source: Union[str, Path]) -> dict[str, Any]:
+        """Initial weights decide the network's size; its channel counts must fit the job's."""
+        manifest = cat.manifest
+        if manifest.architecture != "msrn":
+            raise CatFileError(
+                f"{source} holds a {manifest.architecture!r} network; CopyCat trains 'msrn' networks: "
+                "choose another file or set initial weights to None"
+            )
+        have = manifest.arguments
+        for key, what in (("in_channels", "Input"), ("out_channels", "Ground Truth")):
+            if have.get(key) != wanted[key]:
+                raise CatFileError(
+                    f"{source} was trained for {have.get(key)} {what} channel(s) but this job has "
+                    f"{wanted[key]}: match channels_in/channels_out to the file, or start without initial weights"
+                )
+        return dict(have)
+
+    # ------------------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        """Train to the end (or until stopped) and return what was written. Blocks."""
+        cfg = self.config
+        clock = time.perf_counter()
+        self._prepare_out_dir()
+        working = transfer.Transfer()
+        data = load_pairs(cfg, working)
+        pair_count = len(data.pairs)
+        batch_size = cfg.batch_size or min(4, pair_count)
+        if batch_size > pair_count:
+            raise TrainingError(
+                f"batch size {batch_size} is larger than the {pair_count} training pair(s): "
+                f"lower the batch size to {pair_count} or less, or add more Input/Ground Truth frames"
+            )
+        total_steps = self._total_steps(pair_count, batch_size)
+        runtime = resolve_runtime(cfg.device, cfg.precision)
+        sampler = PatchSampler(
+            data.pairs,
+            crop_size=cfg.crop_size,
+            batch_size=batch_size,
+            difference_share=cfg.difference_share,
+            seed=cfg.seed,
+        )
+        model, arguments, _ = self._build_network(data)
+        runtime.place_model(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        log = LossLog(self.out_dir / "loss.csv")
+        start_step = 0
+        if cfg.resume:
+            start_step = self._resume(model, optimizer, sampler, arguments)
+            log.truncate(start_step)
+        else:
+            log.reset()
+        save_yaml(cfg, self.out_dir / "config.yaml")
+
+        context = _RunContext(
+            model=model,
+            arguments=arguments,
+            optimizer=optimizer,
+            sampler=sampler,
+            runtime=runtime,
+            data=data,
+            working=working,
+            total_steps=total_steps,
+            batch_size=batch_size,
+            log=log,
+        )
+        self._emit(
+            Started(
+                total_steps=total_steps,
+                start_step=start_step,
+                pairs=pair_count,
+                batch_size=batch_size,
+                crop_size=sampler.crop_size,
+                device=runtime.describe(),
+                precision=runtime.precision,
+                out_dir=self.out_dir,
+            )
+        )
+        return self._train(context, start_step, clock)
+
+    def _total_steps(self, pairs: int, batch_size: int) -> int:
+        cfg = self.config
+        if cfg.steps is not None:
+            return cfg.steps
+        return steps_for_epochs(cfg.epochs or DEFAULT_EPOCHS, pairs, batch_size)
+
+    def _train(self, run: _RunContext, start_step: int, clock: float) -> TrainResult:
+        cfg = self.config
+        runtime = run.runtime
+        model = run.model
+        model.train()
+        losses: list[float] = []
+        step = start_step
+        loop_start = time.perf_counter()
+        stopped = False
+        while step < run.total_steps:
+            if self.stop_event.is_set():
+                stopped = True
+                break
+            lr = learning_rate(step, run.total_steps, cfg.learning_rate)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = run.sampler.next_batch()
+            inputs = runtime.place(inputs)
+            targets = runtime.place(targets)
+            with runtime.autocast():
+                outputs = _levels(model)(inputs)
+            loss = multiscale_l1(outputs, targets)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at step {step + 1}: check the frames for extreme values, "
+                    "or lower the learning rate"
+                )
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            step += 1
+            value = float(loss.item())
+            losses.append(value)
+            elapsed = time.perf_counter() - loop_start
+            rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+            run.log.append(step, value, lr, time.perf_counter() - clock)
+            self._emit(
+                StepDone(
+                    step=step,
+                    total_steps=run.total_steps,
+                    loss=value,
+                    learning_rate=lr,
+                    patches_per_second=rate * run.batch_size,
+                    elapsed_seconds=elapsed,
+                    eta_seconds=(run.total_steps - step) / rate if rate > 0 else math.inf,
+                )
+            )
+            if step % cfg.image_interval == 0:
+                self._write_contact_sheet(run, step)
+            if step % cfg.checkpoint_interval == 0 and step < run.total_steps:
+                self._write_checkpoint(run, step, value, clock)
+        final_loss = losses[-1] if losses else run.log.last_loss()
+        self._write_checkpoint(run, step, final_loss, clock)
+        if step % cfg.image_interval != 0:
+            self._write_contact_sheet(run, step)
+        model_path = self._write_model(run, step, final_loss, clock)
+        run.log.flush()
+        self._write_loss_plot(run.log)
+        seconds = time.perf_counter() - clock
+        self._emit(
+            Finished(
+                step=step,
+                total_steps=run.total_steps,
+                stopped=stopped,
+                model_path=model_path,
+                final_loss=final_loss,
+                seconds=seconds,
+            )
+        )
+        return TrainResult(
+            model_path=model_path,
+            out_dir=self.out_dir,
+            steps=step,
+            total_steps=run.total_steps,
+            stopped=stopped,
+            final_loss=final_loss,
+            seconds=seconds,
+            losses=losses,
+        )
+
+    # ------------------------------------------------------------------------- writing
+    def _manifest(self, run: _RunContext, step: int, final_loss: float, clock: float, kind: str) -> catfile.Manifest:
+        cfg = self.config
+        return catfile.Manifest(
+            architecture="msrn",
+            arguments=run.arguments,
+            channels_in=run.data.channels_in,
+            channels_out=run.data.channels_out,
+            transfer=run.working.to_dict(),
+            scale=1,
+            kind=kind,
+            training={
+                "steps": step,
+                "total_steps": run.total_steps,
+                "final_loss": final_loss,
+                "seconds": round(time.perf_counter() - clock, 3),
+                "device": run.runtime.describe(),
+                "precision": run.runtime.precision,
+                "batch_size": run.batch_size,
+                "crop_size": run.sampler.crop_size,
+                "source_frames": imageio.format_frame_list(run.data.frames),
+                "input": cfg.input,
+                "target": cfg.target,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "copycat_version": __version__,
+                "torch_version": str(torch.__version__),
+                "hardware": f"{platform.machine()} {platform.processor() or platform.system()}".strip(),
+            },
+            config=to_dict(cfg),
+        )
+
+    def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        # contiguous fp32 CPU copies: channels_last tensors are strided views safetensors cannot store
+        return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+
+    def _write_checkpoint(self, run: _RunContext, step: int, loss: float, clock: float) -> Path:
+        path = self.out_dir / "checkpoints" / f"checkpoint.{step:07d}.cat"
+        resume = catfile.ResumeState(
+            step=step,
+            optimizer=run.optimizer.state_dict(),
+            scheduler={"kind": "cosine", "base_lr": self.config.learning_rate, "step": step},
+            rng={"sampler": run.sampler.state_dict(), "torch": torch.get_rng_state()},
+            extra={"loss": loss},
+        )
+        catfile.save_cat(path, self._manifest(run, step, loss, clock, "checkpoint"), self._weights(run.model), resume)
+        for old in sorted(self.out_dir.glob("checkpoints/checkpoint.*.cat"))[:-KEEP_CHECKPOINTS]:
+            old.unlink(missing_ok=True)
+        self._emit(CheckpointWritten(step=step, path=path))
+        return path
+
+    def _write_model(self, run: _RunContext, step: int, loss: float, clock: float) -> Path:
+        path = self.out_dir / "model.cat"
+        catfile.save_cat(path, self._manifest(run, step, loss, clock, "model"), self._weights(run.model))
+        return path
+
+    def _write_contact_sheet(self, run: _RunContext, step: int) -> Path:
+        rows = []
+        titles = []
+        model = run.model
+        model.eval()
+        with torch.no_grad():
+            for pair in preview_pairs(run.data.pairs):
+                inputs = run.runtime.place(torch.from_numpy(pair.input.transpose(2, 0, 1)[None].copy()))
+                with run.runtime.autocast():
+                    prediction = model(inputs)
+                predicted = prediction.float()[0].permute(1, 2, 0).cpu().numpy()
+                rows.append(
+                    [
+                        transfer.to_display(run.working.from_working(pair.input)),
+                        transfer.to_display(run.working.from_working(predicted)),
+                        transfer.to_display(run.working.from_working(pair.target)),
+                        plots.difference_image(predicted, pair.target),
+                    ]
+                )
+                titles.append(pair.label)
+        model.train()
+        path = self.out_dir / "contact_sheets" / f"contact_sheet.{step:07d}.png"
+        plots.save_contact_sheet(path, rows, row_titles=titles)
+        write_text_atomic(self.out_dir / "contact_sheets" / "latest.txt", path.name + "\n")
+        self._emit(ContactSheetWritten(step=step, path=path))
+        return path
+
+    def _write_loss_plot(self, log: LossLog) -> Optional[Path]:
+        steps, losses = log.read()
+        if not steps:
+            return None
+        return plots.save_loss_curve(self.out_dir / "loss.png", steps, losses)
+
+    # --------------------------------------------------------------------------- resume
+    def _resume(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sampler: PatchSampler,
+        arguments: dict[str, Any],
+    ) -> int:
+        checkpoint_path = latest_checkpoint(self.out_dir)
+        if checkpoint_path is None:
+            raise TrainingError(
+                f"nothing to resume in {self.out_dir}: no checkpoints/checkpoint.*.cat; start a new run instead"
+            )
+        cat = catfile.load_cat(checkpoint_path)
+        if cat.resume is None:
+            raise CatFileError(f"{checkpoint_path} has no resume state (it is a model, not a checkpoint)")
+        if cat.manifest.architecture != "msrn" or cat.manifest.arguments != arguments:
+            raise CatFileError(
+                f"{checkpoint_path} is a different network ({cat.manifest.arguments}) from this job's "
+                f"({arguments}): resume with the settings it was trained with, or start a new run"
+            )
+        model.load_state_dict(cat.weights)
+        optimizer.load_state_dict(cat.resume.optimizer)
+        sampler.load_state_dict(cat.resume.rng["sampler"])
+        if isinstance(cat.resume.rng.get("torch"), torch.Tensor):
+            torch.set_rng_state(cat.resume.rng["torch"])
+        return cat.resume.step
+
+
+@dataclass
+class _RunContext:
+    """Everything the loop and the writers share during one run."""
+
+    model: nn.Module
+    arguments: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    sampler: PatchSampler
+    runtime: Runtime
+    data: TrainingData
+    working: transfer.Transfer
+    total_steps: int
+    batch_size: int
+    log: LossLog
+
+
+def _levels(model: nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    if not isinstance(model, MSRN):
+        raise TypeError(f"CopyCat trains MSRN networks, not {type(model).__name__}")
+    return model.forward_levels
+
+
+def preview_pairs(pairs: Sequence[Pair]) -> list[Pair]:
+    """Up to ``PREVIEW_PAIRS`` pairs, each cropped to at most ``PREVIEW_SIZE`` pixels around where
+    Input and Ground Truth differ most (the centre where they do not differ), at multiples of 16."""
+    chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, min(PREVIEW_PAIRS, len(pairs)))]
+    previews = []
+    for pair in chosen:
+        height, width = pair.input.shape[:2]
+        size_y = max(16, min(PREVIEW_SIZE, height) // 16 * 16) if height >= 16 else height
+        size_x = max(16, min(PREVIEW_SIZE, width) // 16 * 16) if width >= 16 else width
+        if pair.input.shape[2] == pair.target.shape[2]:
+            difference = np.abs(pair.input - pair.target).mean(axis=2)
+        else:
+            difference = np.zeros((height, width), np.float32)
+        if difference.max() > 0:
+            cy, cx = np.unravel_index(int(np.argmax(_box_blur(difference, 15))), difference.shape)
+        else:
+            cy, cx = height // 2, width // 2
+        top = int(np.clip(cy - size_y // 2, 0, height - size_y))
+        left = int(np.clip(cx - size_x // 2, 0, width - size_x))
+        window = (slice(top, top + size_y), slice(left, left + size_x))
+        previews.append(
+            Pair(
+                input=np.ascontiguousarray(pair.input[window]),
+                target=np.ascontiguousarray(pair.target[window]),
+                label=pair.label,
+            )
+        )
+    return previews
+
+
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """A separable box blur by cumulative sums: finds the densest area of change, not a lone pixel."""
+    out = image.astype(np.float64)
+    for axis in (0, 1):
+        padded = np.concatenate([np.zeros_like(out.take([0], axis=axis)), out], axis=axis).cumsum(axis=axis)
+        n = out.shape[axis]
+        hi = np.minimum(np.arange(n) + radius + 1, n)
+        lo = np.maximum(np.arange(n) - radius, 0)
+        out = padded.take(hi, axis=axis) - padded.take(lo, axis=axis)
+    return out
+
+
+def latest_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
+    """The checkpoint with the highest step in ``out_dir/checkpoints``, or None."""
+    found = []
+    for path in Path(out_dir).glob("checkpoints/checkpoint.*.cat"):
+        match = re.fullmatch(r"checkpoint\.(\d+)\.cat", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+class LossLog:
+    """``loss.csv``: one row per step (step, loss, learning_rate, seconds), buffered, flushed at checkpoints.
+
+    Rows past a resumed checkpoint's step are dropped, so a resumed run's log reads as one run.
+    """
+
+    HEADER = ("step", "loss", "learning_rate", "seconds")
+
+    def __init__(self, path: Path, flush_every: int = 50) -> None:
+        self.path = path
+        self.flush_every = flush_every
+        self._pending: list[tuple[int, float, float, float]] = []
+
+    def reset(self) -> None:
+        write_text_atomic(self.path, ",".join(self.HEADER) + "\n")
+
+    def truncate(self, step: int) -> None:
+        rows = [row for row in self._rows() if int(row[0]) <= step]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.HEADER)
+        writer.writerows(rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+    def append(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        self._pending.append((step, loss, lr, seconds))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with self.path.open("a", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerows((s, f"{loss:.8g}", f"{lr:.6g}", f"{sec:.3f}") for s, loss, lr, sec in self._pending)
+        self._pending.clear()
+
+    def _rows(self) -> list[list[str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(encoding="utf-8", newline="") as stream:
+            rows = list(csv.reader(stream))
+        return [row for row in rows[1:] if len(row) == len(self.HEADER)]
+
+    def read(self) -> tuple[list[int], list[float]]:
+        """Steps and losses logged so far (including unflushed rows)."""
+        self.flush()
+        rows = self._rows()
+        return [int(row[0]) for row in rows], [float(row[1]) for row in rows]
+
+    def last_loss(self) -> float:
+        _, losses = self.read()
+        return losses[-1] if losses else math.nan
+
+
+# ------------------------------------------------------------------------------------- public API
+def train(config: Optional[TrainConfig] = None, *, listeners: Iterable[Listener] = (), **settings: Any) -> TrainResult:
+    """Train a CopyCat job and block until it ends.
+
+    Give a :class:`TrainConfig`, or its fields as keywords (``input=``, ``target=``, ``out=``,
+    ``steps=``…), or both (keywords override). Returns a :class:`TrainResult` with ``model_path``.
+
+    Example (Nuke Script Editor or a shell)::
+
+        import copycat_nuke
+        result = copycat_nuke.train(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
+    """
+    return Trainer(_config(config, settings), listeners).run()
+
+
+def _config(config: Optional[TrainConfig], settings: dict[str, Any]) -> TrainConfig:
+    try:
+        merged = replace(config or TrainConfig(), **settings)
+    except TypeError as error:
+        raise ConfigError(f"unknown training setting: {error}") from None
+    return merged.validate()
+
+
+class TrainingJob:
+    """A training run on a background thread: :meth:`stop` it, :meth:`wait` for it, read its events.
+
+    Events are also kept in :attr:`events` (a thread-safe queue) for UIs that poll.
+    """
+
+    def __init__(self, config: TrainConfig, listeners: Iterable[Listener] = ()) -> None:
+        import queue
+
+        self.events: queue.Queue[Event] = queue.Queue()
+        self._listeners = [*listeners, self.events.put]
+        self._trainer = Trainer(config, self._listeners)
+        self.result: Optional[TrainResult] = None
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="copycat-train", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._trainer.run()
+        except BaseException as error:  # handed to the caller by wait()
+            self.error = error
+
+    def stop(self) -> None:
+        """Stop after the current step; a checkpoint and model.cat are still written."""
+        self._trainer.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[TrainResult]:
+        """Block until the run ends (or ``timeout`` seconds); re-raise its error if it failed."""
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def train_in_background(
+    config: Optional[TrainConfig] = None, *, listeners: Iterable[Listener] = (), **settings: Any
+) -> TrainingJob:
+    """Start training on a background thread and return its :class:`TrainingJob` handle at once."""
+    return TrainingJob(_config(config, settings), listeners)
+
+
+__all__ = [
+    "CheckpointWritten",
+    "ContactSheetWritten",
+    "CopyCatError",
+    "Event",
+    "Finished",
+    "Listener",
+    "Started",
+    "StepDone",
+    "TrainResult",
+    "Trainer",
+    "TrainingJob",
+    "latest_checkpoint",
+    "load_pairs",
+    "train",
+    "train_in_background",
+]

@@ -1,0 +1,235 @@
+"""The trainer: outputs, exact resume, stopping, events, learning, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from copycat_nuke import catfile, imageio
+from copycat_nuke.config import TrainConfig
+from copycat_nuke.errors import (
+    CatFileError,
+    ConfigError,
+    FrameMissingError,
+    ResolutionMismatchError,
+    TrainingError,
+)
+from copycat_nuke.train import (
+    CheckpointWritten,
+    ContactSheetWritten,
+    Finished,
+    Started,
+    StepDone,
+    Trainer,
+    latest_checkpoint,
+    learning_rate,
+    train,
+    train_in_background,
+)
+
+
+def write_pairs(directory: Path, frames=(1, 2, 3), size=(48, 64), seed=0) -> tuple[str, str]:
+    """Input frames of smooth random colour; Ground Truth = a colour gain plus a painted-out square."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for frame in frames:
+        image = rng.random((height // 8, width // 8, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)
+        truth = image * np.array([0.8, 1.0, 1.2], np.float32)
+        truth[8:16, 8:16] = 0.5
+        imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
+        imageio.write_frame(directory / f"gt.{frame:04d}.exr", truth, "rgb", pixel_type="float")
+    return str(directory / "in.####.exr"), str(directory / "gt.####.exr")
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    source, truth = write_pairs(tmp_path)
+    settings = dict(
+        input=source,
+        target=truth,
+        out=str(tmp_path / "run"),
+        steps=6,
+        model_size="small",
+        batch_size=2,
+        crop_size=32,
+        checkpoint_interval=3,
+        image_interval=3,
+        precision="fp32",
+        seed=1,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def read_losses(path: Path) -> list[tuple[int, float]]:
+    with path.open() as stream:
+        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(stream)]
+
+
+def test_training_writes_model_checkpoints_contact_sheets_loss_log_and_config(tmp_path):
+    events = []
+    result = train(tiny_config(tmp_path), listeners=[events.append])
+    run = tmp_path / "run"
+    assert result.model_path == run / "model.cat" and result.steps == 6 and not result.stopped
+    model = catfile.load_cat(result.model_path)
+    assert model.manifest.kind == "model" and model.manifest.channels_in == ["R", "G", "B"]
+    assert model.manifest.training["steps"] == 6 and model.manifest.training["source_frames"] == "1-3"
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.cat")) == [
+        "checkpoint.0000003.cat",
+        "checkpoint.0000006.cat",
+    ]
+    assert sorted(p.name for p in (run / "contact_sheets").glob("*.png")) == [
+        "contact_sheet.0000003.png",
+        "contact_sheet.0000006.png",
+    ]
+    sheet = imageio.read_frame(run / "contact_sheets" / "contact_sheet.0000006.png")
+    assert sheet.pixels.shape[1] > 4 * 32  # four tiles side by side
+    assert [step for step, _ in read_losses(run / "loss.csv")] == [1, 2, 3, 4, 5, 6]
+    assert imageio.read_frame(run / "loss.png").pixels.shape[0] > 100
+    assert (run / "config.yaml").read_text().count("model_size: small") == 1
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Started and kinds[-1] is Finished
+    assert kinds.count(StepDone) == 6 and CheckpointWritten in kinds and ContactSheetWritten in kinds
+    last_step = [e for e in events if isinstance(e, StepDone)][-1]
+    assert last_step.step == 6 and last_step.eta_seconds == 0 and last_step.patches_per_second > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_resume_reproduces_uninterrupted_losses(tmp_path, precision):
+    whole = train(tiny_config(tmp_path / "a", precision=precision, steps=8, checkpoint_interval=4))
+
+    stop = threading.Event()
+
+    def stop_at_four(event):
+        if isinstance(event, StepDone) and event.step == 4:
+            stop.set()
+
+    config = tiny_config(tmp_path / "b", precision=precision, steps=8, checkpoint_interval=100)
+    first = Trainer(config, [stop_at_four], stop).run()
+    assert first.stopped and first.steps == 4
+    resumed = train(config, resume=True)
+    assert resumed.steps == 8
+    assert first.losses + resumed.losses == whole.losses
+    assert read_losses(tmp_path / "b" / "run" / "loss.csv") == read_losses(tmp_path / "a" / "run" / "loss.csv")
+
+
+def test_stop_is_honoured_within_one_step_and_leaves_a_valid_checkpoint(tmp_path):
+    stop = threading.Event()
+
+    def stop_at_two(event):
+        if isinstance(event, StepDone) and event.step == 2:
+            stop.set()
+
+    result = Trainer(tiny_config(tmp_path, steps=1000), [stop_at_two], stop).run()
+    assert result.stopped and result.steps == 2
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    assert checkpoint is not None and checkpoint.name == "checkpoint.0000002.cat"
+    assert catfile.load_cat(checkpoint).resume.step == 2
+    assert catfile.load_cat(result.model_path).manifest.training["steps"] == 2
+
+
+def test_background_job_can_be_stopped_and_reports_events(tmp_path):
+    job = train_in_background(tiny_config(tmp_path, steps=10_000))
+    first = job.events.get(timeout=60)
+    assert isinstance(first, Started)
+    job.stop()
+    result = job.wait(timeout=60)
+    assert result is not None and result.stopped and result.steps < 10_000
+    assert not job.running
+
+
+def test_training_learns_the_effect(tmp_path):
+    result = train(tiny_config(tmp_path, steps=60, learning_rate=1e-3, image_interval=100, checkpoint_interval=100))
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert last < 0.5 * first
+
+
+def test_epochs_count_steps_as_nuke_does(tmp_path):
+    result = train(tiny_config(tmp_path, steps=None, epochs=4, batch_size=2))
+    assert result.total_steps == 6  # ceil(4 epochs × 3 pairs / batch 2)
+
+
+def test_initial_weights_start_from_a_previous_model(tmp_path):
+    first = train(tiny_config(tmp_path / "a", steps=3))
+    second = train(tiny_config(tmp_path / "b", steps=1, initial_weights=str(first.model_path)))
+    assert second.losses[0] < first.losses[0]
+
+
+def test_learning_rate_decays_from_base_to_a_floor():
+    rates = [learning_rate(step, 100, 1e-3) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(5e-5)
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+# --------------------------------------------------------------------------------------- bad input
+def test_no_ground_truth_frames_is_refused_before_training(tmp_path):
+    config = tiny_config(tmp_path, target=str(tmp_path / "nothing.####.exr"))
+    with pytest.raises(TrainingError, match="at least 1 Input/Ground Truth pair"):
+        train(config)
+
+
+def test_missing_input_frame_is_named(tmp_path):
+    config = tiny_config(tmp_path)
+    Path(config.input.replace("####", "0002")).unlink()
+    with pytest.raises(FrameMissingError, match="2"):
+        train(config)
+
+
+def test_input_and_ground_truth_sizes_must_match(tmp_path):
+    config = tiny_config(tmp_path)
+    imageio.write_frame(config.target.replace("####", "0002"), np.zeros((40, 64, 3), np.float32), "rgb")
+    with pytest.raises(ResolutionMismatchError):
+        train(config)
+
+
+def test_batch_larger_than_the_pairs_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="batch size 5 is larger than the 3 training pair"):
+        train(tiny_config(tmp_path, batch_size=5))
+
+
+def test_unwritable_output_directory_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrainingError, match="cannot write to the output directory"):
+        train(tiny_config(tmp_path, out=str(blocker / "run")))
+
+
+def test_crop_larger_than_the_frame_is_clipped_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="[Cc]rop size 256"):
+        result = train(tiny_config(tmp_path, crop_size=256, steps=1))
+    assert catfile.load_cat(result.model_path).manifest.training["crop_size"] == 48
+
+
+def test_nan_in_the_frames_is_replaced_with_a_warning_naming_the_file(tmp_path):
+    config = tiny_config(tmp_path, steps=1)
+    path = config.input.replace("####", "0001")
+    image = imageio.read_frame(path).pixels
+    image[0, 0, 0] = np.nan
+    imageio.write_frame(path, image, "rgb", pixel_type="float")
+    with pytest.warns(UserWarning, match=r"1 NaN.*in\.0001\.exr"):
+        train(config)
+
+
+def test_initial_weights_with_other_channels_are_refused(tmp_path):
+    alpha = train(tiny_config(tmp_path / "a", steps=1, channels_out="r"))
+    with pytest.raises(CatFileError, match="Ground Truth channel"):
+        train(tiny_config(tmp_path / "b", initial_weights=str(alpha.model_path)))
+
+
+def test_resume_with_another_architecture_is_refused(tmp_path):
+    train(tiny_config(tmp_path, steps=3))
+    with pytest.raises(CatFileError, match="different network"):
+        train(tiny_config(tmp_path, model_size="medium"), resume=True)
+
+
+def test_resume_without_checkpoints_says_so(tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(tiny_config(tmp_path), resume=True)
+
+
+def test_unknown_keyword_setting_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown training setting"):
+        train(tiny_config(tmp_path), stepz=3)
