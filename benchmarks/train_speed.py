@@ -25,14 +25,14 @@ from copycat_nuke import imageio
 from copycat_nuke.config import TrainConfig
 from copycat_nuke.device import resolve_runtime
 from copycat_nuke.models import build_model, msrn_arguments
-from copycat_nuke.train import StepDone, Trainer, multiscale_l1
+from copycat_nuke.train import StepDone, Trainer, multiscale_loss
 
 
 def count_step_flops(size: str, batch: int, crop: int) -> int:
     model = build_model("msrn", msrn_arguments(size))
     x = torch.rand(batch, 3, crop, crop)
     with FlopCounterMode(display=False) as counter:
-        multiscale_l1(model.forward_levels(x), x).backward()
+        multiscale_loss(model.forward_levels(x), x).backward()
     return int(counter.get_total_flops())
 
 
@@ -54,7 +54,7 @@ def bare_loop(size: str, batch: int, crop: int, steps: int, warmup: int) -> list
         start = time.perf_counter()
         with runtime.autocast():
             outputs = model.forward_levels(x)
-        loss = multiscale_l1(outputs, y)
+        loss = multiscale_loss(outputs, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,6 +1,22 @@
-"""copycat_nuke: an open, Python re-creation of Nuke's machine-learning toolset."""
+"""copycat_nuke: an open, Python re-creation of Nuke's machine-learning toolset.
+
+The public surface, for the Nuke Script Editor, pipeline scripts and the ``copycat`` command::
+
+    import copycat_nuke
+
+    result = copycat_nuke.train(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
+    job = copycat_nuke.train_in_background(config)     # job.stop(), job.wait(), job.events
+    copycat_nuke.infer_sequence(result.model_path, "plate.####.exr", "out/clean.####.exr", frames="1001-1100")
+    print(copycat_nuke.format_description(copycat_nuke.describe(result.model_path)))
+
+Importing the package is cheap: torch and OpenImageIO load on first use of a function that needs them,
+so Nuke starts quickly (and with a clear message, not a crash, where they are missing).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from copycat_nuke.errors import (
     CatFileError,
@@ -16,6 +32,38 @@ from copycat_nuke.errors import (
 
 __version__ = "0.1.0"
 
+# name -> module that defines it; loaded on first access (PEP 562)
+_LAZY = {
+    "TrainConfig": "copycat_nuke.config",
+    "InferConfig": "copycat_nuke.config",
+    "train": "copycat_nuke.train",
+    "train_in_background": "copycat_nuke.train",
+    "Trainer": "copycat_nuke.train",
+    "TrainingJob": "copycat_nuke.train",
+    "TrainResult": "copycat_nuke.train",
+    "infer_sequence": "copycat_nuke.infer",
+    "load_model": "copycat_nuke.infer",
+    "apply_model": "copycat_nuke.infer",
+    "load_cat": "copycat_nuke.catfile",
+    "describe": "copycat_nuke.catfile",
+    "format_description": "copycat_nuke.catfile",
+}
+
+if TYPE_CHECKING:
+    from copycat_nuke.catfile import describe, format_description, load_cat
+    from copycat_nuke.config import InferConfig, TrainConfig
+    from copycat_nuke.infer import apply_model, infer_sequence, load_model
+    from copycat_nuke.train import Trainer, TrainingJob, TrainResult, train, train_in_background
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'copycat_nuke' has no attribute {name!r}")
+
+
 __all__ = [
     "CatFileError",
     "ChannelError",
@@ -23,8 +71,21 @@ __all__ = [
     "CopyCatError",
     "FrameMissingError",
     "ImageIOError",
+    "InferConfig",
     "ResolutionMismatchError",
     "SequenceError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
     "TrainingError",
+    "TrainingJob",
     "__version__",
+    "apply_model",
+    "describe",
+    "format_description",
+    "infer_sequence",
+    "load_cat",
+    "load_model",
+    "train",
+    "train_in_background",
 ]

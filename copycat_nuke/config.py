@@ -24,6 +24,7 @@ T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODEL_SIZES = ("small", "medium", "large")
+LOSSES = ("charbonnier", "l1", "mse")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainConfig:
     learning_rate: float = 2e-4
     difference_share: float = 0.5  #: share of crops centred where Input and Ground Truth differ
     lstm: bool = False
+    loss: str = "charbonnier"  #: charbonnier (default, by measurement), l1 or mse
     resume: bool = False
 
     def validate(self) -> TrainConfig:
@@ -69,6 +71,7 @@ class TrainConfig:
         _check_choice("model_size", self.model_size.lower(), MODEL_SIZES)
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("loss", self.loss, LOSSES)
         if not 0.0 <= self.difference_share <= 1.0:
             raise ConfigError(f"difference_share must be between 0 and 1 (got {self.difference_share})")
         if not 0.0 < self.learning_rate < 1.0:

@@ -77,18 +77,20 @@ def make_set(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     index = position.astype(int)
     blend = (position - index)[..., None]
     clean = palette[index] * (1 - blend) + palette[np.minimum(index + 1, len(palette) - 1)] * blend
+    # independent tints per channel, so colours vary in all three dimensions (no channel predicts the rest)
+    tint = np.stack([_smooth_noise(rng, height, width, 40) for _ in range(3)], axis=2)
+    clean = clean * (0.3 + 1.4 * tint)
     highlight = _smooth_noise(rng, height, width, 64)[..., None]
     clean = clean * (0.6 + 1.6 * highlight**3)  # a few values over 1: it is a linear, HDR plate
     marked = clean.copy()
     for _ in range(MARKERS):
         y = int(rng.integers(12, height - 12))
         x = int(rng.integers(12, width - 12))
-        arm, colour = (
-            int(rng.integers(4, 8)),
-            np.array([0.85, 0.95, 0.2], np.float32) * float(rng.uniform(0.7, 1.3)),
-        )
-        marked[y - arm : y + arm + 1, x - 1 : x + 2] = colour
-        marked[y - 1 : y + 2, x - arm : x + arm + 1] = colour
+        arm = int(rng.integers(4, 8))
+        # tracking markers: bright yellow-green tape crosses, or dark ones
+        colour = np.array([0.85, 0.95, 0.2] if rng.random() < 0.6 else [0.02, 0.02, 0.03], np.float32)
+        marked[y - arm : y + arm + 1, x - 1 : x + 2] = colour * float(rng.uniform(0.8, 1.2))
+        marked[y - 1 : y + 2, x - arm : x + arm + 1] = colour * float(rng.uniform(0.8, 1.2))
     return clean.astype(np.float32), marked.astype(np.float32)
 
 

@@ -175,13 +175,31 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
 
 
 # -------------------------------------------------------------------------------------- the maths
-def multiscale_l1(outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """Mean L1 over the pyramid levels, each against the target box-downscaled to its size."""
+#: Charbonnier's ε in working-space units (mid-grey is 0.42 there). Below ε the loss is quadratic, so
+#: tiny changes to unchanged background cost almost nothing; above it, it is L1. Plain L1 pins a
+#: residual network to the identity on sparse jobs (marker removal: on one fixed batch, L1 stayed at
+#: 1.04× the identity's loss after 200 steps while MSE reached 0.25×); over 300 random batches ε = 0.01
+#: reached 0.67× the identity's loss, ε = 0.05 0.90×, L1 ~1.0×, and MSE diverged at lr 1e-3.
+CHARBONNIER_EPSILON = 1e-2
+
+
+def pixel_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "charbonnier") -> torch.Tensor:
+    """Mean per-pixel loss between N×C×H×W tensors (computed in fp32)."""
+    error = prediction.float() - target
+    if kind == "l1":
+        return error.abs().mean()
+    if kind == "mse":
+        return error.square().mean()
+    return torch.sqrt(error.square() + CHARBONNIER_EPSILON**2).mean() - CHARBONNIER_EPSILON
+
+
+def multiscale_loss(outputs: Sequence[torch.Tensor], target: torch.Tensor, kind: str = "charbonnier") -> torch.Tensor:
+    """Mean loss over the pyramid levels, each against the target box-downscaled to its size."""
     total = target.new_zeros(())
     for output in outputs:
         factor = target.shape[-1] // output.shape[-1]
         level_target = F.avg_pool2d(target, factor) if factor > 1 else target
-        total = total + F.l1_loss(output.float(), level_target)
+        total = total + pixel_loss(output, level_target, kind)
     return total / len(outputs)
 
 
@@ -360,7 +378,7 @@ class Trainer:
             targets = runtime.place(targets)
             with runtime.autocast():
                 outputs = _levels(model)(inputs)
-            loss = multiscale_l1(outputs, targets)
+            loss = multiscale_loss(outputs, targets, cfg.loss)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss.item()} at step {step + 1}: check the frames for extreme values, "

@@ -233,3 +233,26 @@ def test_resume_without_checkpoints_says_so(tmp_path):
 def test_unknown_keyword_setting_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown training setting"):
         train(tiny_config(tmp_path), stepz=3)
+
+
+@pytest.mark.parametrize("kind", ["charbonnier", "l1", "mse"])
+def test_pixel_losses_are_zero_for_a_perfect_prediction_and_grow_with_error(kind):
+    import torch
+
+    from copycat_nuke.train import pixel_loss
+
+    target = torch.rand(1, 3, 8, 8)
+    losses = [float(pixel_loss(target + e, target, kind)) for e in (0.0, 0.01, 0.1)]
+    assert losses[0] == pytest.approx(0.0, abs=1e-7) and losses[0] < losses[1] < losses[2]
+
+
+def test_charbonnier_is_l1_for_large_errors_and_quadratic_near_zero():
+    import torch
+
+    from copycat_nuke.train import pixel_loss
+
+    target = torch.zeros(1, 1, 4, 4)
+    assert float(pixel_loss(target + 0.5, target)) == pytest.approx(0.5 - 0.01, rel=1e-3)
+    tiny = torch.full((1, 1, 4, 4), 1e-5, requires_grad=True)
+    pixel_loss(tiny, target).backward()
+    assert float(tiny.grad.abs().max()) < 0.01 / 16  # L1 would push with full force at any error
