@@ -4,13 +4,15 @@ The public surface, for the Nuke Script Editor, pipeline scripts and the ``copyc
 
     import copycat_nuke
 
-    result = copycat_nuke.train(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
+    result = copycat_nuke.train_model(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
     job = copycat_nuke.train_in_background(config)     # job.stop(), job.wait(), job.events
     copycat_nuke.infer_sequence(result.model_path, "plate.####.exr", "out/clean.####.exr", frames="1001-1100")
     print(copycat_nuke.format_description(copycat_nuke.describe(result.model_path)))
 
 Importing the package is cheap: torch and OpenImageIO load on first use of a function that needs them,
-so Nuke starts quickly (and with a clear message, not a crash, where they are missing).
+so Nuke starts quickly (and with a clear message, not a crash, where they are missing). The functions
+are named apart from the submodules (``train_model`` in ``copycat_nuke.train``) so that importing a
+submodule never hides a function or the other way round.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "TrainConfig": "copycat_nuke.config",
     "InferConfig": "copycat_nuke.config",
-    "train": "copycat_nuke.train",
+    "train_model": "copycat_nuke.train",
     "train_in_background": "copycat_nuke.train",
     "Trainer": "copycat_nuke.train",
     "TrainingJob": "copycat_nuke.train",
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from copycat_nuke.catfile import describe, format_description, load_cat
     from copycat_nuke.config import InferConfig, TrainConfig
     from copycat_nuke.infer import apply_model, infer_sequence, load_model
-    from copycat_nuke.train import Trainer, TrainingJob, TrainResult, train, train_in_background
+    from copycat_nuke.train import Trainer, TrainingJob, TrainResult, train_in_background, train_model
 
 
 def __getattr__(name: str) -> Any:
@@ -86,6 +88,6 @@ __all__ = [
     "infer_sequence",
     "load_cat",
     "load_model",
-    "train",
     "train_in_background",
+    "train_model",
 ]

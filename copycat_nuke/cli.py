@@ -40,9 +40,9 @@ class TqdmListener:
     def __call__(self, event: Any) -> None:
         from tqdm import tqdm
 
-        from copycat_nuke import train
+        from copycat_nuke.train import CheckpointWritten, Finished, Started, StepDone
 
-        if isinstance(event, train.Started):
+        if isinstance(event, Started):
             self.bar = tqdm(
                 total=event.total_steps,
                 initial=event.start_step,
@@ -56,12 +56,12 @@ class TqdmListener:
                 f"{event.total_steps} steps on {event.device} → {event.out_dir}",
                 file=sys.stderr,
             )
-        elif isinstance(event, train.StepDone) and self.bar is not None:
+        elif isinstance(event, StepDone) and self.bar is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4g}", lr=f"{event.learning_rate:.2g}", refresh=False)
             self.bar.update(event.step - self.bar.n)
-        elif isinstance(event, train.CheckpointWritten) and not self.quiet:
+        elif isinstance(event, CheckpointWritten) and not self.quiet:
             tqdm.write(f"checkpoint: {event.path}", file=sys.stderr)
-        elif isinstance(event, train.Finished) and self.bar is not None:
+        elif isinstance(event, Finished) and self.bar is not None:
             self.bar.close()
             state = "stopped" if event.stopped else "finished"
             print(
@@ -116,7 +116,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "seed": {"type": int, "help": "random seed (default 0)"},
     "device": {"choices": ["auto", "cpu", "cuda", "mps"], "help": "where to train (default auto)"},
     "precision": {"choices": ["auto", "fp32", "bf16", "fp16"], "help": "maths precision (default auto)"},
-    "learning_rate": {"type": float, "help": "Adam's starting learning rate (default 2e-4, cosine decay)"},
+    "learning_rate": {"type": float, "help": "Adam's starting learning rate (default 5e-4, cosine decay)"},
     "difference_share": {"type": float, "help": "share of patches centred where Input and GT differ (0.5)"},
 }
 
@@ -150,7 +150,8 @@ def _run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, [TqdmListener(args.quiet)], stop)
     with _GracefulInterrupt(stop):
         result = trainer.run()
-    print(result.model_path)
+    if trainer.dist.is_main:
+        print(result.model_path)
     return 0
 
 
@@ -162,21 +163,51 @@ def _add_infer(sub: Any) -> None:
     parser.add_argument("output", help="output sequence, e.g. out/result.####.exr")
     parser.add_argument("--frames", help="frames to process, e.g. 1001-1100 (default: all that exist)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--half", action="store_true", help="bf16/fp16 where the device has it (faster)")
+    parser.add_argument(
+        "--half", action="store_true", help="fp16 on a GPU, bf16 on a CPU with native bf16 (faster, less memory)"
+    )
+    parser.add_argument(
+        "--tile",
+        type=_tile_size,
+        default=None,
+        help="tile size in pixels, 0 for the whole frame at once, or auto (default: from free memory)",
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=None, help="pixels neighbouring tiles share, cross-faded (default 64)"
+    )
+    parser.add_argument(
+        "--no-passthrough",
+        dest="passthrough",
+        action="store_false",
+        help="write only the model's output channels (default: also copy alpha and other untouched channels)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_infer)
+
+
+def _tile_size(text: str) -> Optional[int]:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size in pixels, 0 for the whole frame, or auto")
+    return value
 
 
 def _run_infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from copycat_nuke.infer import infer_sequence
+    from copycat_nuke.infer import DEFAULT_OVERLAP, infer_sequence
 
     bar = tqdm(unit="frame", desc="Inference", disable=args.quiet, dynamic_ncols=True)
 
     def progress(done: int, total: int, frame: int, seconds: float) -> None:
+        # tqdm shows frames/s and the ETA from the updates; the postfix adds the last frame's own time.
         bar.total = total
-        bar.set_postfix(frame=frame, refresh=False)
+        bar.set_postfix(frame=frame, last=f"{seconds:.1f}s", refresh=False)
         bar.update(done - bar.n)
 
     try:
@@ -188,10 +219,45 @@ def _run_infer(args: argparse.Namespace) -> int:
             device=args.device,
             half=args.half,
             progress=progress,
+            tile=args.tile,
+            overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
+            passthrough=args.passthrough,
         )
     finally:
         bar.close()
     print(f"wrote {len(written)} frame(s): {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ export
+def _add_export(sub: Any) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="write a .cat as TorchScript (Nuke's CatFileCreator) and/or ONNX",
+        description="Export a .cat for Nuke's own Inference node (via CatFileCreator) or for ONNX runtimes. "
+        "Both take scene-linear 1×C×H×W input of any size ≥ 16×16. See docs/nuke-native.md.",
+    )
+    parser.add_argument("model", help="the .cat file")
+    parser.add_argument("--torchscript", metavar="OUT.pt", help="write a TorchScript file for CatFileCreator")
+    parser.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file with dynamic height and width")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 13, at least 11)")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from copycat_nuke import catfile, export
+    from copycat_nuke.errors import ConfigError
+
+    if not args.torchscript and not args.onnx:
+        raise ConfigError("name at least one output: --torchscript OUT.pt and/or --onnx OUT.onnx")
+    cat = catfile.load_cat(args.model)
+    if args.torchscript:
+        print(f"TorchScript: {export.export_torchscript(cat, args.torchscript)}")
+    if args.onnx:
+        opset = export.DEFAULT_OPSET if args.opset is None else args.opset
+        print(f"ONNX (opset {opset}): {export.export_onnx(cat, args.onnx, opset=opset)}")
+    settings = export.catfilecreator_settings(cat.manifest)
+    print("CatFileCreator: " + ", ".join(f"{knob} {value}" for knob, value in settings.items()))
     return 0
 
 
@@ -238,6 +304,48 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- gui
+def _add_gui(sub: Any) -> None:
+    parser = sub.add_parser(
+        "gui",
+        help="open the training panel: loss curves, contact sheets, Start/Stop/Resume, runs",
+        description="Open the CopyCat training panel on a run directory, or a data directory of runs.",
+    )
+    parser.add_argument("data_dir", nargs="?", help="a run directory, or a data directory holding runs")
+    parser.add_argument("--config", help="a job YAML for Start (default: the selected run's config.yaml)")
+    parser.set_defaults(handler=_run_gui)
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from copycat_nuke.ui import TrainingPanel, apply_nuke_theme, qt
+
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise CopyCatError(f"{args.data_dir} is not a directory: give a run directory or a data directory of runs")
+    existing = qt.QtWidgets.QApplication.instance()
+    app = existing if isinstance(existing, qt.QtWidgets.QApplication) else qt.QtWidgets.QApplication(sys.argv[:1])
+    apply_nuke_theme(app)
+    panel = TrainingPanel()
+    if args.config:
+        panel.set_config(load_yaml(TrainConfig, args.config))
+    if args.data_dir:
+        panel.attach_directory(args.data_dir)
+    panel.resize(1280, 860)
+    panel.show()
+    try:
+        return qt.exec_(app)
+    finally:
+        job = panel.job
+        if job is not None and job.running:  # the window closed mid-run: stop cleanly, with a checkpoint
+            print("stopping training after this step…", file=sys.stderr)
+            job.stop()
+            try:
+                job.wait()
+            except CopyCatError as error:
+                print(f"copycat: training failed: {error}", file=sys.stderr)
+
+
 # -------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -246,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"copycat_nuke {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_train, _add_infer, _add_info, _add_demo):
+    for add in (_add_train, _add_infer, _add_export, _add_info, _add_demo, _add_gui):
         add(sub)
     return parser
 

@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  #: auto: bf16/fp16 autocast where the device has it and it is faster
-    learning_rate: float = 2e-4
+    learning_rate: float = 5e-4
     difference_share: float = 0.5  #: share of crops centred where Input and Ground Truth differ
     lstm: bool = False
     loss: str = "charbonnier"  #: charbonnier (default, by measurement), l1 or mse

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copycat_nuke import __version__, catfile, imageio, plots, transfer
+from copycat_nuke import __version__, catfile, distributed, imageio, plots, transfer
 from copycat_nuke.config import TrainConfig, save_yaml, to_dict, write_text_atomic
 from copycat_nuke.data import Pair, PatchSampler, steps_for_epochs
 from copycat_nuke.device import Runtime, resolve_runtime
@@ -219,6 +219,8 @@ class Trainer:
             queue for UI threads).
         stop: set it from any thread to stop within one step; the run then writes a checkpoint and
             ``model.cat`` and returns.
+        context: the distributed run this process belongs to; by default read from the environment
+            (torchrun's variables or Nuke's ``COPYCAT_*``), a single process otherwise.
     """
 
     def __init__(
@@ -226,17 +228,24 @@ class Trainer:
         config: TrainConfig,
         listeners: Iterable[Listener] = (),
         stop: Optional[threading.Event] = None,
+        context: Optional[distributed.DistributedContext] = None,
     ) -> None:
         self.config = replace(config).validate()
         self.listeners = list(listeners)
         self.stop_event = stop or threading.Event()
         self.out_dir = Path(config.out) if config.out else Path()
+        #: this process's place in a torchrun / COPYCAT_* distributed run (rank 0 of 1 when alone)
+        self.dist = context or distributed.context_from_environment()
+        #: the network being trained (set by :meth:`run`)
+        self.model: Optional[nn.Module] = None
 
     def stop(self) -> None:
         """Ask the run to stop after the current step."""
         self.stop_event.set()
 
     def _emit(self, event: Event) -> None:
+        if not self.dist.is_main:
+            return
         for listener in self.listeners:
             listener(event)
 
@@ -294,7 +303,9 @@ class Trainer:
         """Train to the end (or until stopped) and return what was written. Blocks."""
         cfg = self.config
         clock = time.perf_counter()
-        self._prepare_out_dir()
+        main = self.dist.is_main
+        if main:
+            self._prepare_out_dir()
         working = transfer.Transfer()
         data = load_pairs(cfg, working)
         pair_count = len(data.pairs)
@@ -306,50 +317,60 @@ class Trainer:
             )
         total_steps = self._total_steps(pair_count, batch_size)
         runtime = resolve_runtime(cfg.device, cfg.precision)
+        runtime = replace(runtime, device=distributed.local_device(self.dist, runtime.device))
         sampler = PatchSampler(
             data.pairs,
             crop_size=cfg.crop_size,
             batch_size=batch_size,
             difference_share=cfg.difference_share,
             seed=cfg.seed,
+            rank=self.dist.rank,
         )
         model, arguments, _ = self._build_network(data)
         runtime.place_model(model)
+        self.model = model
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
         log = LossLog(self.out_dir / "loss.csv")
         start_step = 0
         if cfg.resume:
             start_step = self._resume(model, optimizer, sampler, arguments)
-            log.truncate(start_step)
-        else:
-            log.reset()
-        save_yaml(cfg, self.out_dir / "config.yaml")
-
-        context = _RunContext(
-            model=model,
-            arguments=arguments,
-            optimizer=optimizer,
-            sampler=sampler,
-            runtime=runtime,
-            data=data,
-            working=working,
-            total_steps=total_steps,
-            batch_size=batch_size,
-            log=log,
-        )
-        self._emit(
-            Started(
+        distributed.start(self.dist, runtime.device)
+        try:
+            distributed.broadcast_parameters(self.dist, model)
+            if main:
+                if cfg.resume:
+                    log.truncate(start_step)
+                else:
+                    log.reset()
+                save_yaml(cfg, self.out_dir / "config.yaml")
+            context = _RunContext(
+                model=model,
+                forward=distributed.wrap(self.dist, _Levels(model), runtime.device),
+                arguments=arguments,
+                optimizer=optimizer,
+                sampler=sampler,
+                runtime=runtime,
+                data=data,
+                working=working,
                 total_steps=total_steps,
-                start_step=start_step,
-                pairs=pair_count,
                 batch_size=batch_size,
-                crop_size=sampler.crop_size,
-                device=runtime.describe(),
-                precision=runtime.precision,
-                out_dir=self.out_dir,
+                log=log,
             )
-        )
-        return self._train(context, start_step, clock)
+            self._emit(
+                Started(
+                    total_steps=total_steps,
+                    start_step=start_step,
+                    pairs=pair_count,
+                    batch_size=batch_size,
+                    crop_size=sampler.crop_size,
+                    device=runtime.describe(),
+                    precision=runtime.precision,
+                    out_dir=self.out_dir,
+                )
+            )
+            return self._train(context, start_step, clock)
+        finally:
+            distributed.stop(self.dist)
 
     def _total_steps(self, pairs: int, batch_size: int) -> int:
         cfg = self.config
@@ -360,14 +381,13 @@ class Trainer:
     def _train(self, run: _RunContext, start_step: int, clock: float) -> TrainResult:
         cfg = self.config
         runtime = run.runtime
-        model = run.model
-        model.train()
+        run.model.train()
         losses: list[float] = []
         step = start_step
         loop_start = time.perf_counter()
         stopped = False
         while step < run.total_steps:
-            if self.stop_event.is_set():
+            if distributed.any_rank_stopping(self.dist, self.stop_event.is_set(), runtime.device):
                 stopped = True
                 break
             lr = learning_rate(step, run.total_steps, cfg.learning_rate)
@@ -377,7 +397,7 @@ class Trainer:
             inputs = runtime.place(inputs)
             targets = runtime.place(targets)
             with runtime.autocast():
-                outputs = _levels(model)(inputs)
+                outputs = run.forward(inputs)
             loss = multiscale_loss(outputs, targets, cfg.loss)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -385,11 +405,16 @@ class Trainer:
                     "or lower the learning rate"
                 )
             run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with distributed.collective(self.dist):  # DDP all-reduces the gradients inside backward()
+                loss.backward()
             run.optimizer.step()
             step += 1
-            value = float(loss.item())
+            if self.dist.sync_interval > 1 and step % self.dist.sync_interval == 0:
+                distributed.average_parameters(self.dist, run.model)
+            value = distributed.mean_over_ranks(self.dist, float(loss.item()), runtime.device)
             losses.append(value)
+            if not self.dist.is_main:
+                continue
             elapsed = time.perf_counter() - loop_start
             rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
             run.log.append(step, value, lr, time.perf_counter() - clock)
@@ -399,7 +424,7 @@ class Trainer:
                     total_steps=run.total_steps,
                     loss=value,
                     learning_rate=lr,
-                    patches_per_second=rate * run.batch_size,
+                    patches_per_second=rate * run.batch_size * self.dist.world_size,
                     elapsed_seconds=elapsed,
                     eta_seconds=(run.total_steps - step) / rate if rate > 0 else math.inf,
                 )
@@ -408,13 +433,17 @@ class Trainer:
                 self._write_contact_sheet(run, step)
             if step % cfg.checkpoint_interval == 0 and step < run.total_steps:
                 self._write_checkpoint(run, step, value, clock)
+        if self.dist.sync_interval > 1:
+            distributed.average_parameters(self.dist, run.model)  # every rank ends with the same weights
         final_loss = losses[-1] if losses else run.log.last_loss()
-        self._write_checkpoint(run, step, final_loss, clock)
-        if step % cfg.image_interval != 0:
-            self._write_contact_sheet(run, step)
-        model_path = self._write_model(run, step, final_loss, clock)
-        run.log.flush()
-        self._write_loss_plot(run.log)
+        model_path = self.out_dir / "model.cat"
+        if self.dist.is_main:
+            self._write_checkpoint(run, step, final_loss, clock)
+            if step % cfg.image_interval != 0:
+                self._write_contact_sheet(run, step)
+            model_path = self._write_model(run, step, final_loss, clock)
+            run.log.flush()
+            self._write_loss_plot(run.log)
         seconds = time.perf_counter() - clock
         self._emit(
             Finished(
@@ -559,6 +588,7 @@ class _RunContext:
     """Everything the loop and the writers share during one run."""
 
     model: nn.Module
+    forward: nn.Module  #: model → its pyramid of predictions, wrapped in DistributedDataParallel when distributed
     arguments: dict[str, Any]
     optimizer: torch.optim.Optimizer
     sampler: PatchSampler
@@ -570,10 +600,20 @@ class _RunContext:
     log: LossLog
 
 
-def _levels(model: nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-    if not isinstance(model, MSRN):
-        raise TypeError(f"CopyCat trains MSRN networks, not {type(model).__name__}")
-    return model.forward_levels
+class _Levels(nn.Module):
+    """An MSRN whose ``forward`` returns every pyramid level, for the multi-scale loss.
+
+    DistributedDataParallel only sees calls through ``forward``, so the training pass goes through this.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(model, MSRN):
+            raise TypeError(f"CopyCat trains MSRN networks, not {type(model).__name__}")
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_levels(x)
 
 
 def preview_pairs(pairs: Sequence[Pair]) -> list[Pair]:
@@ -684,7 +724,9 @@ class LossLog:
 
 
 # ------------------------------------------------------------------------------------- public API
-def train(config: Optional[TrainConfig] = None, *, listeners: Iterable[Listener] = (), **settings: Any) -> TrainResult:
+def train_model(
+    config: Optional[TrainConfig] = None, *, listeners: Iterable[Listener] = (), **settings: Any
+) -> TrainResult:
     """Train a CopyCat job and block until it ends.
 
     Give a :class:`TrainConfig`, or its fields as keywords (``input=``, ``target=``, ``out=``,
@@ -693,7 +735,7 @@ def train(config: Optional[TrainConfig] = None, *, listeners: Iterable[Listener]
     Example (Nuke Script Editor or a shell)::
 
         import copycat_nuke
-        result = copycat_nuke.train(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
+        result = copycat_nuke.train_model(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
     """
     return Trainer(_config(config, settings), listeners).run()
 
@@ -766,6 +808,6 @@ __all__ = [
     "TrainingJob",
     "latest_checkpoint",
     "load_pairs",
-    "train",
     "train_in_background",
+    "train_model",
 ]

@@ -27,8 +27,8 @@ from copycat_nuke.train import (
     Trainer,
     latest_checkpoint,
     learning_rate,
-    train,
     train_in_background,
+    train_model,
 )
 
 
@@ -71,7 +71,7 @@ def read_losses(path: Path) -> list[tuple[int, float]]:
 
 def test_training_writes_model_checkpoints_contact_sheets_loss_log_and_config(tmp_path):
     events = []
-    result = train(tiny_config(tmp_path), listeners=[events.append])
+    result = train_model(tiny_config(tmp_path), listeners=[events.append])
     run = tmp_path / "run"
     assert result.model_path == run / "model.cat" and result.steps == 6 and not result.stopped
     model = catfile.load_cat(result.model_path)
@@ -99,7 +99,7 @@ def test_training_writes_model_checkpoints_contact_sheets_loss_log_and_config(tm
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_resume_reproduces_uninterrupted_losses(tmp_path, precision):
-    whole = train(tiny_config(tmp_path / "a", precision=precision, steps=8, checkpoint_interval=4))
+    whole = train_model(tiny_config(tmp_path / "a", precision=precision, steps=8, checkpoint_interval=4))
 
     stop = threading.Event()
 
@@ -110,7 +110,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path, precision):
     config = tiny_config(tmp_path / "b", precision=precision, steps=8, checkpoint_interval=100)
     first = Trainer(config, [stop_at_four], stop).run()
     assert first.stopped and first.steps == 4
-    resumed = train(config, resume=True)
+    resumed = train_model(config, resume=True)
     assert resumed.steps == 8
     assert first.losses + resumed.losses == whole.losses
     assert read_losses(tmp_path / "b" / "run" / "loss.csv") == read_losses(tmp_path / "a" / "run" / "loss.csv")
@@ -142,19 +142,21 @@ def test_background_job_can_be_stopped_and_reports_events(tmp_path):
 
 
 def test_training_learns_the_effect(tmp_path):
-    result = train(tiny_config(tmp_path, steps=60, learning_rate=1e-3, image_interval=100, checkpoint_interval=100))
+    result = train_model(
+        tiny_config(tmp_path, steps=60, learning_rate=1e-3, image_interval=100, checkpoint_interval=100)
+    )
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert last < 0.5 * first
 
 
 def test_epochs_count_steps_as_nuke_does(tmp_path):
-    result = train(tiny_config(tmp_path, steps=None, epochs=4, batch_size=2))
+    result = train_model(tiny_config(tmp_path, steps=None, epochs=4, batch_size=2))
     assert result.total_steps == 6  # ceil(4 epochs × 3 pairs / batch 2)
 
 
 def test_initial_weights_start_from_a_previous_model(tmp_path):
-    first = train(tiny_config(tmp_path / "a", steps=3))
-    second = train(tiny_config(tmp_path / "b", steps=1, initial_weights=str(first.model_path)))
+    first = train_model(tiny_config(tmp_path / "a", steps=3))
+    second = train_model(tiny_config(tmp_path / "b", steps=1, initial_weights=str(first.model_path)))
     assert second.losses[0] < first.losses[0]
 
 
@@ -168,38 +170,38 @@ def test_learning_rate_decays_from_base_to_a_floor():
 def test_no_ground_truth_frames_is_refused_before_training(tmp_path):
     config = tiny_config(tmp_path, target=str(tmp_path / "nothing.####.exr"))
     with pytest.raises(TrainingError, match="at least 1 Input/Ground Truth pair"):
-        train(config)
+        train_model(config)
 
 
 def test_missing_input_frame_is_named(tmp_path):
     config = tiny_config(tmp_path)
     Path(config.input.replace("####", "0002")).unlink()
     with pytest.raises(FrameMissingError, match="2"):
-        train(config)
+        train_model(config)
 
 
 def test_input_and_ground_truth_sizes_must_match(tmp_path):
     config = tiny_config(tmp_path)
     imageio.write_frame(config.target.replace("####", "0002"), np.zeros((40, 64, 3), np.float32), "rgb")
     with pytest.raises(ResolutionMismatchError):
-        train(config)
+        train_model(config)
 
 
 def test_batch_larger_than_the_pairs_is_refused(tmp_path):
     with pytest.raises(TrainingError, match="batch size 5 is larger than the 3 training pair"):
-        train(tiny_config(tmp_path, batch_size=5))
+        train_model(tiny_config(tmp_path, batch_size=5))
 
 
 def test_unwritable_output_directory_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(TrainingError, match="cannot write to the output directory"):
-        train(tiny_config(tmp_path, out=str(blocker / "run")))
+        train_model(tiny_config(tmp_path, out=str(blocker / "run")))
 
 
 def test_crop_larger_than_the_frame_is_clipped_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="[Cc]rop size 256"):
-        result = train(tiny_config(tmp_path, crop_size=256, steps=1))
+        result = train_model(tiny_config(tmp_path, crop_size=256, steps=1))
     assert catfile.load_cat(result.model_path).manifest.training["crop_size"] == 48
 
 
@@ -210,29 +212,29 @@ def test_nan_in_the_frames_is_replaced_with_a_warning_naming_the_file(tmp_path):
     image[0, 0, 0] = np.nan
     imageio.write_frame(path, image, "rgb", pixel_type="float")
     with pytest.warns(UserWarning, match=r"1 NaN.*in\.0001\.exr"):
-        train(config)
+        train_model(config)
 
 
 def test_initial_weights_with_other_channels_are_refused(tmp_path):
-    alpha = train(tiny_config(tmp_path / "a", steps=1, channels_out="r"))
+    alpha = train_model(tiny_config(tmp_path / "a", steps=1, channels_out="r"))
     with pytest.raises(CatFileError, match="Ground Truth channel"):
-        train(tiny_config(tmp_path / "b", initial_weights=str(alpha.model_path)))
+        train_model(tiny_config(tmp_path / "b", initial_weights=str(alpha.model_path)))
 
 
 def test_resume_with_another_architecture_is_refused(tmp_path):
-    train(tiny_config(tmp_path, steps=3))
+    train_model(tiny_config(tmp_path, steps=3))
     with pytest.raises(CatFileError, match="different network"):
-        train(tiny_config(tmp_path, model_size="medium"), resume=True)
+        train_model(tiny_config(tmp_path, model_size="medium"), resume=True)
 
 
 def test_resume_without_checkpoints_says_so(tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
-        train(tiny_config(tmp_path), resume=True)
+        train_model(tiny_config(tmp_path), resume=True)
 
 
 def test_unknown_keyword_setting_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown training setting"):
-        train(tiny_config(tmp_path), stepz=3)
+        train_model(tiny_config(tmp_path), stepz=3)
 
 
 @pytest.mark.parametrize("kind", ["charbonnier", "l1", "mse"])

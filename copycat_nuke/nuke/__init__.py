@@ -1,0 +1,45 @@
+"""The Nuke host adapter: the only part of copycat_nuke that imports ``nuke``.
+
+Each gizmo button and callback is one call into this package::
+
+    CopyCat    Start Training       copycat_nuke.nuke.start_training(node)
+               Resume Training      copycat_nuke.nuke.resume_training(node)
+               Stop                 copycat_nuke.nuke.stop(node)
+               Create Inference     copycat_nuke.nuke.create_inference(node)
+               Show Panel           copycat_nuke.nuke.show_panel(node)
+               Export Farm Job      copycat_nuke.nuke.export_farm_job(node)
+    Inference, Render               copycat_nuke.nuke.render(node)
+    Upscale,   Stop                 copycat_nuke.nuke.stop(node)
+    Deblur
+    all        onCreate/knobChanged copycat_nuke.nuke.on_create(node) / knob_changed(node, knob)
+    menu.py    toolbar              copycat_nuke.nuke.create_node("CopyCat"), register_panel()
+
+Modules: ``knobs`` (knob names, typed access), ``gather`` (render inputs to EXR with a temporary Write),
+``jobs`` (worker threads and main-thread calls; synchronous in terminal sessions), ``training`` (CopyCat),
+``inference`` (Inference/Upscale/Deblur), ``panel`` (Show Panel), ``nodes`` (creating nodes, shipped
+networks, dependency checks), ``callbacks`` (onCreate, knobChanged, Stop). torch is imported only when a
+job runs, so Nuke starts (and shows a clear message in the node) without it.
+"""
+
+from __future__ import annotations
+
+from copycat_nuke.nuke.callbacks import create_node, knob_changed, on_create, stop
+from copycat_nuke.nuke.inference import render
+from copycat_nuke.nuke.nodes import shipped_model
+from copycat_nuke.nuke.panel import register_panel, show_panel
+from copycat_nuke.nuke.training import create_inference, export_farm_job, resume_training, start_training
+
+__all__ = [
+    "create_inference",
+    "create_node",
+    "export_farm_job",
+    "knob_changed",
+    "on_create",
+    "register_panel",
+    "render",
+    "resume_training",
+    "shipped_model",
+    "show_panel",
+    "start_training",
+    "stop",
+]

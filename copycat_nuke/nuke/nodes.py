@@ -1,0 +1,92 @@
+"""Creating our nodes, the shipped networks, and the check that Nuke's Python has our dependencies."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import nuke
+
+from copycat_nuke.errors import CopyCatError
+from copycat_nuke.nuke import knobs
+
+#: Import names of the packages training and inference need, and their pip names.
+DEPENDENCIES = {
+    "torch": "torch",
+    "numpy": "numpy",
+    "OpenImageIO": "OpenImageIO",
+    "yaml": "pyyaml",
+    "safetensors": "safetensors",
+}
+
+#: The shipped network of each node that has one.
+SHIPPED = {knobs.UPSCALE: "upscale", knobs.DEBLUR: "deblur"}
+
+
+def shipped_model(name: str) -> Path:
+    """Where the shipped network ``name`` (``"upscale"``, ``"deblur"``) lives: ``copycat_nuke/pretrained/``.
+
+    The path is returned whether or not the file is installed; see :func:`require_shipped_model`.
+    """
+    return Path(__file__).resolve().parent.parent / "pretrained" / f"{name.lower()}.cat"
+
+
+def require_shipped_model(name: str, *, instead: str) -> Path:
+    """The shipped network ``name``, or a :class:`CopyCatError` saying it is missing and what to do instead."""
+    path = shipped_model(name)
+    if not path.is_file():
+        raise CopyCatError(
+            f"The shipped {name.capitalize()} network is not installed yet ({path} is missing): {instead}"
+        )
+    return path
+
+
+def missing_dependencies() -> list[str]:
+    """The pip names of the packages Nuke's Python cannot import (checked without importing them)."""
+    return [pip for module, pip in DEPENDENCIES.items() if importlib.util.find_spec(module) is None]
+
+
+def dependencies_message(missing: list[str]) -> str:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return (
+        f"Nuke's Python {version} cannot import {', '.join(missing)}. Install them with Nuke's own Python "
+        f"(python3 -m pip install --target DIR {' '.join(missing)}) and set COPYCAT_NUKE_SITE=DIR before "
+        "starting Nuke; docs/nuke.md in copycat_nuke has the steps."
+    )
+
+
+def require_dependencies() -> None:
+    """Raise a :class:`CopyCatError` with the install steps when torch & co. are missing."""
+    missing = missing_dependencies()
+    if missing:
+        raise CopyCatError(dependencies_message(missing))
+
+
+def _check_ours(node: nuke.Node, kind: str) -> nuke.Node:
+    if knobs.kind_of(node) != kind:
+        raise CopyCatError(
+            f"Nuke made its own {node.Class()} node, not copycat_nuke's {kind}: this Nuke has a built-in node "
+            f"of the same name. Rename copycat_nuke's gizmos/{kind}.gizmo (e.g. to {kind}ML.gizmo) and create "
+            "that instead; the buttons work under any name."
+        )
+    return node
+
+
+def make_node(kind: str) -> nuke.Node:
+    """Create one of our nodes the way the toolbar does: after the selected node, with its panel open."""
+    try:
+        node = nuke.createNode(kind)
+    except RuntimeError as error:
+        raise CopyCatError(
+            f"Nuke cannot create {kind} ({error}): copycat_nuke's gizmos/ folder is not on the plugin path. "
+            "Put the copycat_nuke folder on NUKE_PATH (or nuke.pluginAddPath it in ~/.nuke/init.py)."
+        ) from None
+    return _check_ours(node, kind)
+
+
+def new_node(kind: str, parent: nuke.Group) -> nuke.Node:
+    """Create one of our nodes inside ``parent`` without connecting it to the selection."""
+    with parent:
+        node = getattr(nuke.nodes, kind)()
+    return _check_ours(node, kind)

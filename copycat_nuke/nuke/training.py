@@ -1,0 +1,311 @@
+"""The CopyCat node: its knobs as a training job, and its buttons.
+
+Start Training reads the knobs on the main thread, then a job renders GroundTruth and Input at the training
+frames into ``<Data Directory>/frames/`` and trains there (checkpoints, contact sheets, loss log,
+``model.cat``) with :mod:`copycat_nuke.train`. Export Farm Job renders the same frames and writes
+``farm_job.yaml`` for ``copycat train --config``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import nuke
+
+from copycat_nuke.errors import CopyCatError
+from copycat_nuke.nuke import gather, jobs, knobs, nodes
+
+if TYPE_CHECKING:
+    from copycat_nuke.config import TrainConfig
+    from copycat_nuke.train import CheckpointWritten, Event, Started, StepDone
+
+FRAMES_DIR = "frames"
+INPUT_PATTERN = "input.####.exr"
+TRUTH_PATTERN = "groundtruth.####.exr"
+FARM_JOB = "farm_job.yaml"
+#: Auto batch size: up to this many pairs per step (as copycat_nuke.train).
+AUTO_BATCH = 4
+#: GroundTruth ranges longer than this must be listed in Training Frames instead of searched.
+MAX_SEARCHED_FRAMES = 10000
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What the CopyCat node asks for, read from its knobs on the main thread."""
+
+    config: TrainConfig  #: input/target are filled in once the frames are rendered
+    frames: Optional[str]  #: the Training Frames knob, or None for "wherever GroundTruth renders"
+
+    @property
+    def data_directory(self) -> Path:
+        return Path(self.config.out)
+
+
+# ------------------------------------------------------------------------------------------ the knobs
+def _positive(node: nuke.Node, name: str, label: str, minimum: int = 1) -> int:
+    value = knobs.integer(node, name)
+    if value < minimum:
+        raise CopyCatError(f"{label} must be at least {minimum} (it is {value}): set {node.name()}.{name}")
+    return value
+
+
+def initial_weights(node: nuke.Node) -> str:
+    """The Initial Weights knob as a path for TrainConfig (``"none"`` to start from scratch)."""
+    choice = knobs.text(node, "initialWeights")
+    if choice in ("", "None"):
+        return "none"
+    if choice == "Checkpoint":
+        path = knobs.path(node, "checkpointFile")
+        if not path:
+            raise CopyCatError("Initial Weights is Checkpoint but Checkpoint File is empty: choose a .cat file")
+        if not Path(path).is_file():
+            raise CopyCatError(f"the Checkpoint File {path} does not exist: choose an existing .cat file")
+        return path
+    if choice in nodes.SHIPPED:
+        name = nodes.SHIPPED[choice]
+        instead = "set Initial Weights to None, or to Checkpoint with a .cat of your own."
+        return str(nodes.require_shipped_model(name, instead=instead))
+    raise CopyCatError(f"unknown Initial Weights {choice!r}: choose None, Checkpoint, Deblur or Upscale")
+
+
+def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
+    """Main thread: the CopyCat node's knobs as a :class:`TrainingRequest`, checked; errors name the knob."""
+    from copycat_nuke.config import TrainConfig  # pyyaml: loaded when a button is pressed, not at start-up
+
+    directory = knobs.path(node, "dataDirectory")
+    if not directory:
+        raise CopyCatError(
+            "Data Directory is empty: choose a folder for the training frames, checkpoints and model.cat"
+        )
+    manual_batch = knobs.text(node, "batchSizeType") == "Manual"
+    config = TrainConfig(
+        out=str(Path(directory).resolve()),
+        epochs=_positive(node, "epochs", "Epochs"),
+        model_size=knobs.text(node, "modelSize").lower() or "medium",
+        batch_size=_positive(node, "batchSize", "Batch Size") if manual_batch else None,
+        crop_size=_positive(node, "cropSize", "Crop Size", 16),
+        initial_weights=initial_weights(node),
+        checkpoint_interval=_positive(node, "checkpointInterval", "Checkpoint Interval"),
+        image_interval=_positive(node, "imageInterval", "Contact Sheet Interval"),
+        channels_in=knobs.text(node, "channelsIn") or "rgb",
+        channels_out=knobs.text(node, "channelsOut") or "rgb",
+        device="auto" if knobs.boolean(node, "useGPUIfAvailable") else "cpu",
+        resume=resume,
+    )
+    config.validate()
+    if resume and not any((Path(config.out) / "checkpoints").glob("checkpoint.*.cat")):
+        raise CopyCatError(f"nothing to resume in {config.out}: it has no checkpoints yet. Press Start Training.")
+    return TrainingRequest(config=config, frames=knobs.text(node, "frames") or None)
+
+
+def total_steps(epochs: int, pairs: int, batch_size: Optional[int]) -> tuple[int, int]:
+    """Steps and batch size as Nuke counts them: ``ceil(epochs × pairs / batch)``."""
+    batch = batch_size or min(AUTO_BATCH, pairs)
+    return -(-epochs * pairs // max(batch, 1)), batch
+
+
+def update_total_steps(node: nuke.Node) -> None:
+    """Show how many steps the Epochs knob means, from the Training Frames or GroundTruth's range."""
+    epochs = max(knobs.integer(node, "epochs"), 1)
+    manual = knobs.text(node, "batchSizeType") == "Manual"
+    batch_size = max(knobs.integer(node, "batchSize"), 1) if manual else None
+    frames = knobs.text(node, "frames")
+    truth = node.input(knobs.GROUND_TRUTH)
+    if frames:
+        try:
+            from copycat_nuke.imageio import parse_frame_list
+
+            pairs, about = len(parse_frame_list(frames)), ""
+        except (ImportError, CopyCatError) as error:
+            knobs.set_value(node, "totalSteps", f"total steps: {error}")
+            return
+    elif truth is not None:
+        span = truth.frameRange()
+        pairs, about = max(int(span.last()) - int(span.first()) + 1, 1), "up to "
+    else:
+        knobs.set_value(node, "totalSteps", "total steps: connect GroundTruth")
+        return
+    steps, batch = total_steps(epochs, pairs, batch_size)
+    knobs.set_value(node, "totalSteps", f"{about}{steps:,} steps ({pairs} pairs, batch {batch})")
+
+
+def update_enabled(node: nuke.Node) -> None:
+    knobs.set_enabled(node, "batchSize", knobs.text(node, "batchSizeType") == "Manual")
+    knobs.set_enabled(node, "checkpointFile", knobs.text(node, "initialWeights") == "Checkpoint")
+
+
+# ------------------------------------------------------------------------------------------- the work
+def _candidate_frames(node_name: str) -> list[int]:
+    """Main thread: the frames of GroundTruth's range that Input's range also covers."""
+    first, last = gather.frame_range(node_name, knobs.GROUND_TRUTH, "GroundTruth")
+    input_first, input_last = gather.frame_range(node_name, knobs.INPUT, "Input")
+    first, last = max(first, input_first), min(last, input_last)
+    if last < first:
+        raise CopyCatError(
+            f"GroundTruth's frames and Input's frames do not overlap: list the training frames in {node_name}.frames"
+        )
+    if last - first + 1 > MAX_SEARCHED_FRAMES:
+        raise CopyCatError(
+            f"GroundTruth spans {last - first + 1} frames: list the training frames in {node_name}.frames"
+        )
+    return list(range(first, last + 1))
+
+
+def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig:
+    """Render GroundTruth, then Input, at the training frames; the config with the sequences filled in."""
+    from copycat_nuke.imageio import format_frame_list, parse_frame_list
+
+    folder = request.data_directory / FRAMES_DIR
+    truth_pattern, input_pattern = str(folder / TRUTH_PATTERN), str(folder / INPUT_PATTERN)
+    for pattern in (truth_pattern, input_pattern):
+        gather.clear_sequence(pattern)
+    config = request.config
+    if request.frames is not None:
+        frames, search = parse_frame_list(request.frames), False
+    else:
+        frames, search = context.call(_candidate_frames, context.node_name), True
+    channels = gather.write_channels(config.channels_in, config.channels_out)
+    truth = gather.render_frames(
+        context, knobs.GROUND_TRUTH, "GroundTruth", truth_pattern, frames, channels, skip_failures=search
+    )
+    gather.render_frames(context, knobs.INPUT, "Input", input_pattern, truth, channels, progress=(0.0, 100.0))
+    return replace(config, input=input_pattern, target=truth_pattern, frames=format_frame_list(truth))
+
+
+class _Progress:
+    """A training listener (on the training thread): Status / ProgressTask, and log lines for farms."""
+
+    def __init__(self, context: jobs.Context) -> None:
+        from copycat_nuke.train import CheckpointWritten, Started, StepDone  # torch: loaded by jobs only
+
+        self.started: type[Started] = Started
+        self.step_done: type[StepDone] = StepDone
+        self.checkpoint_written: type[CheckpointWritten] = CheckpointWritten
+        self.context = context
+        self.next_log = 0.0
+
+    def __call__(self, event: Event) -> None:
+        context = self.context
+        if isinstance(event, self.started):
+            steps = f"{event.total_steps:,} steps ({event.pairs} pairs, batch {event.batch_size})"
+            context.post(_set_knob, context.node_name, "totalSteps", steps)
+            context.progress(0, f"training on {event.device}: {steps}", force=True)
+        elif isinstance(event, self.step_done):
+            percent = 100.0 * event.step / max(event.total_steps, 1)
+            message = (
+                f"training: step {event.step:,}/{event.total_steps:,}, loss {event.loss:.4g}, "
+                f"{_duration(event.eta_seconds)} left"
+            )
+            context.progress(percent, message)
+            if not context.gui and time.monotonic() >= self.next_log:  # farm logs: a line every 30 s
+                self.next_log = time.monotonic() + 30
+                print(f"copycat_nuke: {context.node_name}: {message}", flush=True)
+            context.stop_requested()  # polls a terminal ProgressTask's Cancel and stops the trainer
+        elif isinstance(event, self.checkpoint_written) and not context.gui:
+            print(f"copycat_nuke: {context.node_name}: checkpoint {event.path}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _set_knob(node_name: str, name: str, value: object) -> None:
+    node = nuke.toNode(node_name)
+    if node is not None:
+        knobs.set_value(node, name, value)
+
+
+def _train(context: jobs.Context, request: TrainingRequest) -> None:
+    from copycat_nuke.train import Trainer, TrainingJob
+
+    config = render_pairs(context, request)
+    context.check_stop()
+    context.progress(0, "training: preparing the network", force=True)
+    listeners = [_Progress(context)]
+    if context.gui:
+        training = TrainingJob(config, listeners)
+        context.attach_training(training)
+        result = training.wait()  # re-raises the trainer's error
+        if result is None:
+            raise CopyCatError("training ended without a result")
+    else:
+        result = Trainer(config, listeners, context.stop_event).run()
+    done = "Stopped" if result.stopped else "Finished"
+    context.post(
+        jobs.set_status,
+        context.node_name,
+        f"{done} at step {result.steps:,}/{result.total_steps:,}, loss {result.final_loss:.4g}: {result.model_path}",
+        False,
+    )
+
+
+def _start(node: nuke.Node, resume: bool) -> None:
+    nodes.require_dependencies()
+    request = read_request(node, resume=resume)
+    for index, label in ((knobs.INPUT, "Input"), (knobs.GROUND_TRUTH, "GroundTruth")):
+        gather.upstream(node.fullName(), index, label)
+    knobs.set_status(node, "Resuming training..." if resume else "Starting training...")
+    jobs.start(node, "training", lambda context: _train(context, request))
+
+
+# ------------------------------------------------------------------------------------------ buttons
+@jobs.button
+def start_training(node: nuke.Node) -> None:
+    """Start Training: render the training pairs into the Data Directory and train from the start."""
+    _start(node, resume=False)
+
+
+@jobs.button
+def resume_training(node: nuke.Node) -> None:
+    """Resume Training: carry on from the latest checkpoint in the Data Directory."""
+    _start(node, resume=True)
+
+
+@jobs.button
+def export_farm_job(node: nuke.Node) -> None:
+    """Export Farm Job: render the training pairs and write ``farm_job.yaml`` for ``copycat train --config``."""
+    nodes.require_dependencies()
+    request = read_request(node)
+
+    def work(context: jobs.Context) -> None:
+        from copycat_nuke.config import save_yaml
+
+        path = save_yaml(render_pairs(context, request), request.data_directory / FARM_JOB)
+        context.post(_exported, context.node_name, str(path))
+
+    jobs.start(node, "exporting a farm job", work)
+
+
+def _exported(node_name: str, path: str) -> None:
+    command = f"copycat train --config {path}"
+    jobs.set_status(node_name, f"Farm job written; on the farm run: {command}", False)
+    if jobs.is_gui():
+        nuke.message(f"{node_name}: the training frames and farm job are in {Path(path).parent}.\n\nRun:\n{command}")
+    else:
+        print(f"copycat_nuke: {node_name}: {command}", flush=True)
+
+
+@jobs.button
+def create_inference(node: nuke.Node) -> None:
+    """Create Inference: add an Inference node below this one, applying its ``model.cat``."""
+    from copycat_nuke.nuke import inference
+
+    directory = knobs.path(node, "dataDirectory")
+    model = Path(directory) / "model.cat" if directory else None
+    if model is None or not model.is_file():
+        checkpoints = sorted(Path(directory).glob("checkpoints/checkpoint.*.cat")) if directory else []
+        if not checkpoints:
+            raise CopyCatError(f"there is no model.cat in '{directory}' yet: train first (Start Training)")
+        model = checkpoints[-1]
+    created = nodes.new_node(knobs.INFERENCE, node.parent())
+    created.setInput(0, node.input(knobs.INPUT))
+    created.setXYpos(node.xpos(), node.ypos() + 80)
+    knobs.set_value(created, "modelFile", str(model))
+    inference.refresh_model(created)
+    knobs.set_status(node, f"Created {created.name()} with {model.name}")
