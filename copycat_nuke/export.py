@@ -22,8 +22,8 @@ Nuke 14 and later, not Nuke 13. This was checked with torch 2.13 only (no older 
 
 **ONNX** uses torch's TorchScript-based exporter (``dynamo=False``: the newer exporter needs
 ``onnxscript``, which this project does not depend on) at opset :data:`DEFAULT_OPSET` with dynamic height
-and width. Opset 13 is read by onnxruntime ≥ 1.6, TensorRT ≥ 7.2 and OpenVINO ≥ 2021.1; 11 is the lowest
-that works (dynamic ``Resize`` sizes). ``copysign`` and ``expm1`` have no ONNX symbolic in torch; they are
+and width. Opset 13 is read by onnxruntime ≥ 1.6 and current TensorRT/OpenVINO; 11, the lowest that works
+(dynamic ``Resize`` sizes), is there for older runtimes. ``copysign`` and ``expm1`` have no ONNX symbolic in torch; they are
 lowered here to ``Where(x < 0, -|m|, |m|)`` and ``Exp(x) - 1`` (agreeing with torch to ~1e-6 relative).
 """
 

@@ -335,6 +335,7 @@ class Trainer:
         if cfg.resume:
             start_step = self._resume(model, optimizer, sampler, arguments)
         distributed.start(self.dist, runtime.device)
+        context: Optional[_RunContext] = None
         try:
             distributed.broadcast_parameters(self.dist, model)
             if main:
@@ -370,6 +371,10 @@ class Trainer:
             )
             return self._train(context, start_step, clock)
         finally:
+            # Free DDP's reducer while the process group still exists: freed after the group is destroyed,
+            # its destructor joins gloo's worker thread while holding the GIL the worker needs (a deadlock
+            # seen at exit of a finished rank with torch 2.13).
+            context = None
             distributed.stop(self.dist)
 
     def _total_steps(self, pairs: int, batch_size: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,8 +55,21 @@ def _no_stray_processes():
     while _STARTED:
         process = _STARTED.pop()
         if process.poll() is None:
+            # torchrun starts its workers in sessions of their own: kill them by ancestry, then the launcher
+            for pid in _descendants(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc; Linux only, like these tests' loopback set-up)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
 
 
 def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -143,7 +157,7 @@ def test_weights_averaged_every_sync_interval_end_identical(tmp_path):
 def test_torchrun_launches_copycat_train(tmp_path):
     config_path = save_yaml(tiny_config(tmp_path, steps=3), tmp_path / "job.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COPYCAT_")}
-    env["OMP_NUM_THREADS"] = "1"
+    env.update(OMP_NUM_THREADS="1", COPYCAT_TIMEOUT="60")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     command += [
         "--master-port",

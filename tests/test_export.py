@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_infer import smooth_image, tiny_cat, trained  # noqa: F401  (trained: a fixture, used by name)
+from test_infer import _one_thread, smooth_image, tiny_cat, trained  # noqa: F401  (fixtures, used by name)
 
 from copycat_nuke import catfile, export, infer
 from copycat_nuke.cli import main

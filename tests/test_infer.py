@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,25 @@ def smooth_image(height: int, width: int, seed: int = 0, channels: int = 3) -> n
     return np.ascontiguousarray(blocks.repeat(8, 0).repeat(8, 1)[:height, :width])
 
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One torch thread: these tiny tensors gain nothing from two, and on a busy 2-core machine OpenMP's
+    second thread makes thousands of small ops wait on each other (measured: these tests took 220 s with
+    two threads under load, 15 s with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
 def train_tiny(path: Path, steps: int = 40, width: int = 4) -> Path:
     """Train a width-4 MSRN with Adam on the colour-gain-and-patch task of ``write_pairs`` (64² crops).
 
@@ -43,15 +64,16 @@ def train_tiny(path: Path, steps: int = 40, width: int = 4) -> Path:
     working = Transfer()
     optimiser = torch.optim.Adam(network.parameters(), lr=3e-3)
     gain = torch.tensor([0.8, 1.0, 1.2]).view(1, 3, 1, 1)
-    for step in range(steps):
-        crops = [smooth_image(64, 64, seed=2 * step + i).transpose(2, 0, 1) for i in range(2)]
-        source = torch.from_numpy(np.stack(crops))
-        target = source * gain
-        target[:, :, 8:16, 8:16] = 0.5
-        loss = (network(working.to_working(source)) - working.to_working(target)).abs().mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    with single_thread():
+        for step in range(steps):
+            crops = [smooth_image(64, 64, seed=2 * step + i).transpose(2, 0, 1) for i in range(2)]
+            source = torch.from_numpy(np.stack(crops))
+            target = source * gain
+            target[:, :, 8:16, 8:16] = 0.5
+            loss = (network(working.to_working(source)) - working.to_working(target)).abs().mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
     manifest = catfile.Manifest("msrn", arguments, ["R", "G", "B"], ["R", "G", "B"], working.to_dict())
     return catfile.save_cat(path, manifest, network.state_dict())
 
