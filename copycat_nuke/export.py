@@ -23,8 +23,9 @@ Nuke 14 and later, not Nuke 13. This was checked with torch 2.13 only (no older 
 **ONNX** uses torch's TorchScript-based exporter (``dynamo=False``: the newer exporter needs
 ``onnxscript``, which this project does not depend on) at opset :data:`DEFAULT_OPSET` with dynamic height
 and width. Opset 13 is read by onnxruntime ≥ 1.6 and current TensorRT/OpenVINO; 11, the lowest that works
-(dynamic ``Resize`` sizes), is there for older runtimes. ``copysign`` and ``expm1`` have no ONNX symbolic in torch; they are
-lowered here to ``Where(x < 0, -|m|, |m|)`` and ``Exp(x) - 1`` (agreeing with torch to ~1e-6 relative).
+(dynamic ``Resize`` sizes), is there for older runtimes. ``copysign`` and ``expm1`` have no ONNX symbolic
+in torch; they are lowered here to ``Where(x < 0, -|m|, |m|)`` and ``Exp(x) - 1`` (agreeing with torch
+to ~1e-6 relative).
 """
 
 from __future__ import annotations
