@@ -199,7 +199,7 @@ class _Progress:
                 f"training: step {event.step:,}/{event.total_steps:,}, loss {event.loss:.4g}, "
                 f"{_duration(event.eta_seconds)} left"
             )
-            context.progress(percent, message)
+            context.progress(percent, message, force=event.step >= event.total_steps)  # the last step always shows
             if not context.gui and time.monotonic() >= self.next_log:  # farm logs: a line every 30 s
                 self.next_log = time.monotonic() + 30
                 print(f"copycat_nuke: {context.node_name}: {message}", flush=True)
