@@ -41,6 +41,7 @@ import safetensors
 import safetensors.torch
 import torch
 import yaml
+from safetensors.torch import load as load_safetensors_bytes  # parses tensors only; never pickle
 from torch import nn
 
 from copycat_nuke.errors import CatFileError, ConfigError
@@ -797,7 +798,7 @@ def _read_safetensors(
         check(entries)
         data = _read_exactly(stream, data_bytes, info.filename)
     try:
-        return dict(safetensors.torch.load(head + data))
+        return dict(load_safetensors_bytes(head + data))
     except safetensors.SafetensorError as exc:
         raise _Invalid(f"{info.filename} is damaged ({exc})") from None
 
