@@ -56,6 +56,7 @@ __all__ = [
     "Pair",
     "PatchSampler",
     "epochs_for_steps",
+    "infer_scale",
     "max_batch_size",
     "steps_for_epochs",
     "validate_pairs",
@@ -123,12 +124,37 @@ def _check_int(value: Any, what: str, minimum: int) -> int:
     return int(value)
 
 
-def validate_pairs(pairs: Sequence[Pair], *, crop_size: int = 256, batch_size: int = 4) -> list[Pair]:
+MAX_SCALE = 4
+"""The largest Ground Truth / Input size ratio a job may have (an upscaler's factor)."""
+
+
+def infer_scale(pairs: Sequence[Pair]) -> int:
+    """The job's scale from its first pair: 1 when Input and Ground Truth are the same size, ``k`` when
+    the Ground Truth is exactly ``k`` times the Input in both directions (an Upscale job, k ≤ 4).
+
+    Raises:
+        ResolutionMismatchError: any other sizes (naming the pair and both sizes).
+    """
+    if len(pairs) == 0:
+        return 1
+    pair = pairs[0]
+    inp, tgt = np.shape(pair.input)[:2], np.shape(pair.target)[:2]
+    for k in range(1, MAX_SCALE + 1):
+        if tgt == (inp[0] * k, inp[1] * k):
+            return k
+    raise ResolutionMismatchError(
+        f"{_pair_name(0, pair.label)}: the Input is {_size(inp)} but the Ground Truth is {_size(tgt)} pixels "
+        "(width×height). Each Input and its Ground Truth must be the same size (or, to train an upscaler, "
+        f"the Ground Truth exactly 2 to {MAX_SCALE} times the Input); reformat one of them."
+    )
+
+
+def validate_pairs(pairs: Sequence[Pair], *, crop_size: int = 256, batch_size: int = 4, scale: int = 1) -> list[Pair]:
     """Check the pairs and settings before any training starts; return the pairs ready for sampling.
 
     The returned pairs hold float32 C-contiguous ``H×W×C`` arrays (the originals when they already are).
     Pairs may differ in size from each other, but every pair needs the same Input and Ground Truth
-    channel counts.
+    channel counts, and its Ground Truth must be ``scale`` times its Input (1: the same size).
 
     Raises:
         ConfigError: ``crop_size`` below 16 or ``batch_size`` below 1.
@@ -138,6 +164,7 @@ def validate_pairs(pairs: Sequence[Pair], *, crop_size: int = 256, batch_size: i
     """
     _check_int(crop_size, "The crop size", MIN_FRAME_SIZE)
     _check_int(batch_size, "The batch size", 1)
+    _check_int(scale, "The scale", 1)
     if len(pairs) == 0:
         raise TrainingError(
             "CopyCat needs at least 1 Input/Ground Truth pair to train on, and got none. "
@@ -148,10 +175,11 @@ def validate_pairs(pairs: Sequence[Pair], *, crop_size: int = 256, batch_size: i
         name = _pair_name(index, pair.label)
         inp = _as_hwc(pair.input, name, "Input")
         tgt = _as_hwc(pair.target, name, "Ground Truth")
-        if inp.shape[:2] != tgt.shape[:2]:
+        if tgt.shape[:2] != (inp.shape[0] * scale, inp.shape[1] * scale):
+            want = "the same size" if scale == 1 else f"exactly {scale} times the Input's size (an upscaler)"
             raise ResolutionMismatchError(
                 f"{name}: the Input is {_size(inp.shape)} but the Ground Truth is {_size(tgt.shape)} pixels "
-                "(width×height). Each Input and its Ground Truth must be the same size; reformat one of them."
+                f"(width×height). The Ground Truth must be {want}, as in the first pair; reformat one of them."
             )
         if min(inp.shape[:2]) < MIN_FRAME_SIZE:
             raise TrainingError(
@@ -221,14 +249,26 @@ def _channel_mean_abs(values: np.ndarray) -> np.ndarray:
     return values @ np.full(values.shape[2], 1.0 / values.shape[2], np.float32)
 
 
+def _gradient_score(image: np.ndarray) -> np.ndarray:
+    """``mean_c(|dx| + |dy|)`` of an ``H×W×C`` image -> ``H×W``."""
+    score = np.zeros(image.shape[:2], np.float32)
+    score[1:, :] += _channel_mean_abs(np.diff(image, axis=0))
+    score[:, 1:] += _channel_mean_abs(np.diff(image, axis=1))
+    return score
+
+
 def _interesting_cells(pair: Pair) -> Optional[np.ndarray]:
-    """Flat indices (row-major on the cell grid) of the pair's interesting cells; None if there are none."""
-    if pair.input.shape[2] == pair.target.shape[2]:
+    """Flat indices (row-major on the Input's cell grid) of the pair's interesting cells; None if none.
+
+    An upscaling pair (Ground Truth larger than the Input) scores the Input's own edges and texture:
+    that is where an upscaler has detail to restore.
+    """
+    if pair.input.shape[:2] != pair.target.shape[:2]:
+        score = _gradient_score(pair.input)
+    elif pair.input.shape[2] == pair.target.shape[2]:
         score = _channel_mean_abs(pair.input - pair.target)
     else:
-        score = np.zeros(pair.target.shape[:2], np.float32)
-        score[1:, :] += _channel_mean_abs(np.diff(pair.target, axis=0))
-        score[:, 1:] += _channel_mean_abs(np.diff(pair.target, axis=1))
+        score = _gradient_score(pair.target)
     cells = _cell_means(score)
     threshold = max(DIFF_ABS_THRESHOLD, DIFF_REL_THRESHOLD * float(cells.max()))
     hot = np.flatnonzero(cells >= threshold)
@@ -272,9 +312,11 @@ class PatchSampler:
         augment: apply a random one of the 8 flips/90° rotations, the same to Input and Ground Truth.
         seed: the run's random seed. rank: this process's rank in distributed training (each rank draws
             its own crops).
+        scale: Ground Truth size / Input size (2 for an upscaler). Crops are ``crop_size`` on the Input
+            and ``scale × crop_size`` on the Ground Truth, over the same area.
 
     Attributes:
-        crop_size: the crop side actually used. in_channels, out_channels: channel counts of a batch.
+        crop_size: the Input crop side actually used. in_channels, out_channels: channel counts of a batch.
     """
 
     def __init__(
@@ -287,12 +329,16 @@ class PatchSampler:
         augment: bool = True,
         seed: int = 0,
         rank: int = 0,
+        scale: int = 1,
     ) -> None:
         if not (isinstance(difference_share, (int, float)) and 0.0 <= difference_share <= 1.0):
             raise ConfigError(f"The difference share must be between 0 and 1, not {difference_share!r}.")
         self.seed = _check_int(seed, "The random seed", 0)
         self.rank = _check_int(rank, "The rank", 0)
-        self.pairs: tuple[Pair, ...] = tuple(validate_pairs(pairs, crop_size=crop_size, batch_size=batch_size))
+        self.scale = _check_int(scale, "The scale", 1)
+        self.pairs: tuple[Pair, ...] = tuple(
+            validate_pairs(pairs, crop_size=crop_size, batch_size=batch_size, scale=self.scale)
+        )
         self.batch_size = int(batch_size)
         self.difference_share = float(difference_share)
         self.augment = bool(augment)
@@ -320,12 +366,13 @@ class PatchSampler:
         self._draws = 0
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch ``(input, target)``: float32 contiguous ``N×Cin×h×w`` and ``N×Cout×h×w`` tensors."""
-        n, c = self.batch_size, self.crop_size
+        """The next batch ``(input, target)``: float32 contiguous ``N×Cin×h×w`` and ``N×Cout×sh×sw`` tensors
+        (``s`` the scale)."""
+        n, c, s = self.batch_size, self.crop_size, self.scale
         draws = self._rng.random((n, _DRAWS_PER_CROP))  # a fixed number of draws per batch: see state_dict
         self._draws += draws.size
         inputs = np.empty((n, self.in_channels, c, c), np.float32)
-        targets = np.empty((n, self.out_channels, c, c), np.float32)
+        targets = np.empty((n, self.out_channels, c * s, c * s), np.float32)
         for i, (u_pair, u_kind, u_cell, u_cy, u_cx, u_y, u_x, u_flip) in enumerate(draws.tolist()):
             index = _pick(u_pair, len(self.pairs))
             pair, hot = self.pairs[index], self._hot_cells[index]
@@ -341,7 +388,8 @@ class PatchSampler:
                 top, left = _pick(u_y, h - c + 1), _pick(u_x, w - c + 1)
             k = _pick(u_flip, 8) if self.augment else 0
             inputs[i] = _dihedral(pair.input[top : top + c, left : left + c], k).transpose(2, 0, 1)
-            targets[i] = _dihedral(pair.target[top : top + c, left : left + c], k).transpose(2, 0, 1)
+            target = pair.target[top * s : (top + c) * s, left * s : (left + c) * s]
+            targets[i] = _dihedral(target, k).transpose(2, 0, 1)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
     def state_dict(self) -> dict[str, Any]:

@@ -70,6 +70,8 @@ TORCH_1_12_OPERATORS = frozenset(
         "chunk",
         "mul",
         "upsample_bilinear2d",
+        "pixel_shuffle",  # the ×2 upscaler's head (torch ≥ 1.0)
+        "pixel_unshuffle",  # (torch ≥ 1.8)
         # padding, cropping, shapes
         "flip",
         "slice",
@@ -118,10 +120,7 @@ class ExportMSRN(MSRN):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
         pyramid.reverse()
         coarsest = pyramid[0]
-        if self.residual:
-            previous = coarsest
-        else:
-            previous = coarsest.new_zeros((coarsest.shape[0], self.out_channels, coarsest.shape[2], coarsest.shape[3]))
+        previous = self.first_prediction(coarsest)
         hidden = coarsest.new_zeros([0])
         cell = hidden
         if self.use_lstm:
@@ -136,6 +135,11 @@ class ExportMSRN(MSRN):
                     cell = _upsample2x(cell)
             previous, hidden, cell = self._level(level_input, previous, hidden, cell)
         return previous
+
+    def upscale_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1:
+            return x
+        return _upsample2x(x)  # the only upscaler is ×2 (×4 is ×2 twice)
 
 
 def _upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -177,9 +181,13 @@ class ExportModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height = x.shape[2]
         width = x.shape[3]
-        y = _pad_reflect(self.to_working(nan_to_num_torch(x)), self.multiple)
-        y = self.network(y)
-        return self.from_working(y[:, :, : height * self.scale, : width * self.scale])
+        x = self.to_working(nan_to_num_torch(x))
+        padded = _pad_reflect(x, self.multiple)
+        y = self.network(padded)[:, :, : height * self.scale, : width * self.scale]
+        if self.scale > 1 and self.network.residual:  # as MSRN.forward: the unpadded frame's own base
+            base = self.network.upscale_input(padded)[:, :, : height * self.scale, : width * self.scale]
+            y = y - base + self.network.upscale_input(x)
+        return self.from_working(y)
 
 
 def export_module(model: Union[str, Path, catfile.CatFile]) -> ExportModule:

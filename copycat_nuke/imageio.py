@@ -169,19 +169,32 @@ class Frame:
 
 
 def check_same_size(
-    a: Frame, b: Frame, *, labels: tuple[str, str] = ("Input", "Ground Truth"), frame: int | None = None
+    a: Frame,
+    b: Frame,
+    *,
+    labels: tuple[str, str] = ("Input", "Ground Truth"),
+    frame: int | None = None,
+    scale: int = 1,
 ) -> None:
-    """Raise :class:`ResolutionMismatchError` unless two paired frames have the same display-window size.
+    """Raise :class:`ResolutionMismatchError` unless ``b``'s display window is ``scale`` times ``a``'s
+    (the same size at the default 1; 2 for an upscaler's Ground Truth).
 
     ``labels`` name the two roles in the message (e.g. ``("Input", "Ground Truth")``).
     """
-    if (a.width, a.height) == (b.width, b.height):
+    if (a.width * scale, a.height * scale) == (b.width, b.height):
         return
     at = f" at frame {frame}" if frame is not None else ""
+    if scale == 1:
+        what, fix = "differ in size", "Each pair must be the same size"
+    else:
+        what, fix = (
+            f"are not {scale}× apart",
+            f"Every {labels[1]} must be {scale}× its {labels[0]}, as in the first pair",
+        )
     raise ResolutionMismatchError(
-        f"{labels[0]} and {labels[1]} differ in size{at}: {labels[0]} {a.path or '(in memory)'} is "
+        f"{labels[0]} and {labels[1]} {what}{at}: {labels[0]} {a.path or '(in memory)'} is "
         f"{a.width}×{a.height} but {labels[1]} {b.path or '(in memory)'} is {b.width}×{b.height}. "
-        "Each pair must be the same size: reformat or crop one of them to match the other "
+        f"{fix}: reformat or crop one of them to match the other "
         "(e.g. a Reformat node) and render it again."
     )
 

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copycat_nuke import __version__, catfile, distributed, imageio, plots, transfer
+from copycat_nuke import __version__, catfile, distributed, imageio, plots, pretrained, transfer
 from copycat_nuke.config import TrainConfig, save_yaml, to_dict, write_text_atomic
-from copycat_nuke.data import Pair, PatchSampler, steps_for_epochs
+from copycat_nuke.data import MAX_SCALE, Pair, PatchSampler, steps_for_epochs
 from copycat_nuke.device import Runtime, resolve_runtime
 from copycat_nuke.errors import CatFileError, ConfigError, CopyCatError, FrameMissingError, TrainingError
 from copycat_nuke.models import MSRN, build_model, msrn_arguments
@@ -132,12 +132,14 @@ class TrainingData:
     frames: list[int]
     channels_in: list[str]
     channels_out: list[str]
+    scale: int = 1  #: Ground Truth size / Input size: 2 when the job trains an upscaler
 
 
 def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
     """Read the Input/Ground Truth frames of a job into working-space :class:`Pair` s.
 
     Training frames are ``config.frames`` or, when unset, every frame where the Ground Truth exists.
+    The first pair decides the scale: a Ground Truth exactly 2–4× its Input trains an upscaler.
     Raises a :class:`CopyCatError` naming the file or frame at fault before any training starts.
     """
     if not config.input or not config.target:
@@ -158,10 +160,15 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
     pairs: list[Pair] = []
     channels_in: list[str] = []
     channels_out: list[str] = []
+    scale = 0
     for frame in frames:
         source = imageio.read_frame(inputs.path(frame), config.channels_in)
         truth = imageio.read_frame(targets.path(frame), config.channels_out)
-        imageio.check_same_size(source, truth)
+        if not scale:
+            ratios = {truth.width / source.width, truth.height / source.height}
+            ratio = ratios.pop() if len(ratios) == 1 else 1
+            scale = int(ratio) if ratio == int(ratio) and 1 <= ratio <= MAX_SCALE else 1
+        imageio.check_same_size(source, truth, frame=frame, scale=scale)
         channels_in, channels_out = list(source.channels), list(truth.channels)
         label = f"frame {frame}"
         pairs.append(
@@ -171,7 +178,9 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
                 label=label,
             )
         )
-    return TrainingData(pairs=pairs, frames=frames, channels_in=channels_in, channels_out=channels_out)
+    return TrainingData(
+        pairs=pairs, frames=frames, channels_in=channels_in, channels_out=channels_out, scale=scale or 1
+    )
 
 
 # -------------------------------------------------------------------------------------- the maths
@@ -269,11 +278,14 @@ class Trainer:
     def _build_network(self, data: TrainingData) -> tuple[nn.Module, dict[str, Any], Optional[catfile.CatFile]]:
         """The network to train: fresh, or from initial weights (a .cat model or checkpoint)."""
         cfg = self.config
-        arguments = msrn_arguments(cfg.model_size, len(data.channels_in), len(data.channels_out), lstm=cfg.lstm)
+        arguments = msrn_arguments(
+            cfg.model_size, len(data.channels_in), len(data.channels_out), lstm=cfg.lstm, scale=data.scale
+        )
         initial: Optional[catfile.CatFile] = None
-        if cfg.initial_weights.lower() not in ("", "none"):
-            initial = catfile.load_cat(cfg.initial_weights)
-            arguments = self._check_compatible(initial, arguments, cfg.initial_weights)
+        source = pretrained.resolve_initial_weights(cfg.initial_weights)
+        if source is not None:
+            initial = catfile.load_cat(source)
+            arguments = self._check_compatible(initial, arguments, source)
         torch.manual_seed(cfg.seed)
         model = build_model("msrn", arguments)
         if initial is not None:
@@ -296,6 +308,14 @@ class Trainer:
                     f"{source} was trained for {have.get(key)} {what} channel(s) but this job has "
                     f"{wanted[key]}: match channels_in/channels_out to the file, or start without initial weights"
                 )
+        have_scale, want_scale = have.get("scale", 1), wanted.get("scale", 1)
+        if have_scale != want_scale:
+            job = "the same size" if want_scale == 1 else f"{want_scale}× its Input"
+            raise CatFileError(
+                f"{source} is a ×{have_scale} network but this job's Ground Truth is {job}: "
+                f"for a ×{have_scale} network give Ground Truth frames {have_scale}× the Input's size, "
+                "or start without initial weights"
+            )
         return dict(have)
 
     # ------------------------------------------------------------------------------ run
@@ -325,6 +345,7 @@ class Trainer:
             difference_share=cfg.difference_share,
             seed=cfg.seed,
             rank=self.dist.rank,
+            scale=data.scale,
         )
         model, arguments, _ = self._build_network(data)
         runtime.place_model(model)
@@ -480,7 +501,7 @@ class Trainer:
             channels_in=run.data.channels_in,
             channels_out=run.data.channels_out,
             transfer=run.working.to_dict(),
-            scale=1,
+            scale=int(run.arguments.get("scale", 1)),
             kind=kind,
             training={
                 "steps": step,
@@ -532,14 +553,15 @@ class Trainer:
         model = run.model
         model.eval()
         with torch.no_grad():
-            for pair in preview_pairs(run.data.pairs):
+            for pair in preview_pairs(run.data.pairs, run.data.scale):
                 inputs = run.runtime.place(torch.from_numpy(pair.input.transpose(2, 0, 1)[None].copy()))
                 with run.runtime.autocast():
                     prediction = model(inputs)
                 predicted = prediction.float()[0].permute(1, 2, 0).cpu().numpy()
+                shown_input = pair.input.repeat(run.data.scale, axis=0).repeat(run.data.scale, axis=1)
                 rows.append(
                     [
-                        transfer.to_display(run.working.from_working(pair.input)),
+                        transfer.to_display(run.working.from_working(shown_input)),
                         transfer.to_display(run.working.from_working(predicted)),
                         transfer.to_display(run.working.from_working(pair.target)),
                         plots.difference_image(predicted, pair.target),
@@ -621,16 +643,19 @@ class _Levels(nn.Module):
         return self.model.forward_levels(x)
 
 
-def preview_pairs(pairs: Sequence[Pair]) -> list[Pair]:
-    """Up to ``PREVIEW_PAIRS`` pairs, each cropped to at most ``PREVIEW_SIZE`` pixels around where
-    Input and Ground Truth differ most (the centre where they do not differ), at multiples of 16."""
+def preview_pairs(pairs: Sequence[Pair], scale: int = 1) -> list[Pair]:
+    """Up to ``PREVIEW_PAIRS`` pairs, each cropped to at most ``PREVIEW_SIZE`` Input pixels around where
+    Input and Ground Truth differ most (the centre where they do not differ, or for an upscaler with
+    Ground Truth ``scale`` × the Input, where the Input has most detail), at multiples of 16."""
     chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, min(PREVIEW_PAIRS, len(pairs)))]
     previews = []
     for pair in chosen:
         height, width = pair.input.shape[:2]
         size_y = max(16, min(PREVIEW_SIZE, height) // 16 * 16) if height >= 16 else height
         size_x = max(16, min(PREVIEW_SIZE, width) // 16 * 16) if width >= 16 else width
-        if pair.input.shape[2] == pair.target.shape[2]:
+        if scale > 1:
+            difference = np.abs(np.diff(pair.input, axis=0, prepend=pair.input[:1])).mean(axis=2)
+        elif pair.input.shape[2] == pair.target.shape[2]:
             difference = np.abs(pair.input - pair.target).mean(axis=2)
         else:
             difference = np.zeros((height, width), np.float32)
@@ -641,10 +666,11 @@ def preview_pairs(pairs: Sequence[Pair]) -> list[Pair]:
         top = int(np.clip(cy - size_y // 2, 0, height - size_y))
         left = int(np.clip(cx - size_x // 2, 0, width - size_x))
         window = (slice(top, top + size_y), slice(left, left + size_x))
+        target_window = (slice(top * scale, (top + size_y) * scale), slice(left * scale, (left + size_x) * scale))
         previews.append(
             Pair(
                 input=np.ascontiguousarray(pair.input[window]),
-                target=np.ascontiguousarray(pair.target[window]),
+                target=np.ascontiguousarray(pair.target[target_window]),
                 label=pair.label,
             )
         )

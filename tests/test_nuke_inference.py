@@ -133,9 +133,7 @@ def test_upscale_and_deblur_say_their_network_is_not_installed_until_it_is(
     monkeypatch.setattr(nodes, "shipped_model", lambda name: tmp_path / "pretrained" / f"{name}.cat")
     node = getattr(nuke.nodes, kind)(outputFile=str(tmp_path / "out" / "x.####.exr"))
     node.setInput(0, shot(nuke, tmp_path, range(1, 2)))
-    missing = (
-        f"The shipped {kind} network is not installed yet ({tmp_path / 'pretrained' / kind.lower()}.cat is missing)"
-    )
+    missing = f"The shipped {kind} network is not installed ({tmp_path / 'pretrained' / kind.lower()}.cat is missing)"
     assert node["status"].value().startswith(WARNING + missing)
     assert "set Model File to a .cat file" in node["status"].value()
 

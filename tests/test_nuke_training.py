@@ -190,7 +190,7 @@ def _shipped_deblur_missing(node: Any, tmp_path: Path) -> None:
         (_knob("frames", "1-x"), "Cannot read '1-x' in the frame list"),
         (_knob("frames", "3-4"), "cannot render the GroundTruth input at frame 3"),
         (_checkpoint_without_file, "Checkpoint File is empty: choose a .cat file"),
-        (_shipped_deblur_missing, "The shipped Deblur network is not installed yet"),
+        (_shipped_deblur_missing, "The shipped Deblur network is not installed"),
     ],
     ids=[
         "no-ground-truth",

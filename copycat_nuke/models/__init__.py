@@ -29,6 +29,7 @@ _ARGUMENTS: dict[str, dict[str, tuple[type[Any], int, int]]] = {
         "levels": (int, 1, 5),
         "blocks": (int, 0, 8),
         "lstm": (bool, 0, 1),
+        "scale": (int, 1, 4),
     }
 }
 
@@ -62,11 +63,14 @@ def build_model(name: str, arguments: Mapping[str, Any]) -> nn.Module:
     return ARCHITECTURES[name](**validate_arguments(name, arguments))
 
 
-def msrn_arguments(size: str, in_channels: int = 3, out_channels: int = 3, lstm: bool = False) -> dict[str, Any]:
+def msrn_arguments(
+    size: str, in_channels: int = 3, out_channels: int = 3, lstm: bool = False, scale: int = 1
+) -> dict[str, Any]:
     """MSRN arguments for a CopyCat model size.
 
     small: width 16, 1.72 M weights; medium (default): width 32, 6.88 M weights, 42 conv layers;
-    large: width 48, ~15.5 M weights (figures for rgb→rgb without the LSTM).
+    large: width 48, ~15.5 M weights (figures for rgb→rgb without the LSTM). ``scale`` 2 makes an
+    upscaler.
     """
     key = size.lower()
     if key not in MODEL_SIZES:
@@ -78,6 +82,7 @@ def msrn_arguments(size: str, in_channels: int = 3, out_channels: int = 3, lstm:
         "levels": 3,
         "blocks": 3,
         "lstm": lstm,
+        "scale": scale,
     }
 
 

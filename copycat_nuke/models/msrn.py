@@ -10,6 +10,12 @@ coarser level. One level is a three-stage U-Net:
 
 That is 42 conv layers; at w = 32 (Medium) it has 6.88 M weights for RGB→RGB.
 
+Upscaling (``scale`` = 2, the Upscale node): every level still works at its input's resolution, and its
+output conv predicts ``scale²`` sub-pixels per pixel that a pixel shuffle (depth-to-space) puts in place
+(ESPCN, Shi et al. 2016), added to a bilinear upscale of the input. The coarser level's prediction comes
+back to the finer level's input grid by the inverse shuffle (space-to-depth), so nothing runs at output
+resolution. ×4 is ×2 twice (:mod:`copycat_nuke.upscale`).
+
 Where input and output channels match, the network predicts a residual and its output conv starts at
 zero, so an untrained network is exactly the identity. Any frame size works: the input is padded to a
 multiple of 16 (``2**(levels-1) * 4``) inside :meth:`MSRN.forward` and the result cropped back.
@@ -70,8 +76,10 @@ class MSRN(nn.Module):
         levels: pyramid levels, coarse to fine at scale 0.5 each (3 as in SRN).
         blocks: ResBlocks per encoder/decoder stage (3 as in SRN, giving 42 conv layers).
         lstm: carry a ConvLSTM at the bottleneck whose state flows from coarse to fine levels.
+        scale: output size / input size (1, or 2 for an upscaler; see the module docstring).
 
-    ``forward`` maps N×C_in×H×W to N×C_out×H×W for any H×W, in the working space of ``transfer.py``.
+    ``forward`` maps N×C_in×H×W to N×C_out×(H·scale)×(W·scale) for any H×W, in the working space of
+    ``transfer.py``.
     """
 
     def __init__(
@@ -82,23 +90,27 @@ class MSRN(nn.Module):
         levels: int = 3,
         blocks: int = 3,
         lstm: bool = False,
+        scale: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.scale = scale
         self.levels = levels
         self.residual = in_channels == out_channels
         self.use_lstm = lstm
         w = width
         self.bottleneck_channels = 4 * w
-        self.enc1 = nn.Sequential(nn.Conv2d(in_channels + out_channels, w, 5, padding=2), _res_blocks(w, blocks))
+        self.enc1 = nn.Sequential(
+            nn.Conv2d(in_channels + out_channels * scale * scale, w, 5, padding=2), _res_blocks(w, blocks)
+        )
         self.enc2 = nn.Sequential(nn.Conv2d(w, 2 * w, 5, stride=2, padding=2), _res_blocks(2 * w, blocks))
         self.enc3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 5, stride=2, padding=2), _res_blocks(4 * w, blocks))
         self.lstm: nn.Module = ConvLSTMCell(4 * w) if lstm else NoLSTM()
         self.dec3 = nn.Sequential(_res_blocks(4 * w, blocks), nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, padding=1))
         self.dec2 = nn.Sequential(_res_blocks(2 * w, blocks), nn.ConvTranspose2d(2 * w, w, 4, 2, padding=1))
         self.dec1 = _res_blocks(w, blocks)
-        self.out = nn.Conv2d(w, out_channels, 5, padding=2)
+        self.out = nn.Conv2d(w, out_channels * scale * scale, 5, padding=2)
         if self.residual:
             # An untrained residual network is exactly the identity: training starts from "no change".
             nn.init.zeros_(self.out.weight)
@@ -113,6 +125,8 @@ class MSRN(nn.Module):
     def _level(
         self, x: torch.Tensor, previous: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.scale > 1:  # the coarser prediction, at output resolution, back onto the input's grid
+            previous = F.pixel_unshuffle(previous, self.scale)
         e1 = self.enc1(torch.cat([x, previous], dim=1))
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
@@ -121,25 +135,38 @@ class MSRN(nn.Module):
         d2 = self.dec3(e3) + e2
         d1 = self.dec2(d2) + e1
         y = self.out(self.dec1(d1))
+        if self.scale > 1:
+            y = F.pixel_shuffle(y, self.scale)
         if self.residual:
-            y = y + x
+            y = y + self.upscale_input(x)
         return y, hidden, cell
+
+    def upscale_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The base a residual upscaler adds its prediction to: ``x`` bilinearly upscaled ×``scale``."""
+        if self.scale == 1:
+            return x
+        return F.interpolate(x, scale_factor=float(self.scale), mode="bilinear", align_corners=False)
+
+    def first_prediction(self, coarsest: torch.Tensor) -> torch.Tensor:
+        """What the coarsest level sees as the "previous" prediction: the input itself (upscaled) for a
+        residual network, zeros otherwise."""
+        if self.residual:
+            return self.upscale_input(coarsest)
+        n, _, h, w = coarsest.shape
+        return coarsest.new_zeros((n, self.out_channels, h * self.scale, w * self.scale))
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Predictions at every level, coarse to fine, for the multi-scale loss.
 
         ``x`` is N×C_in×H×W with H and W multiples of :attr:`multiple`; level ``i`` (0 = coarsest) is
-        N×C_out×(H/2**(levels-1-i))×(W/2**(levels-1-i)).
+        N×C_out×(s·H/2**(levels-1-i))×(s·W/2**(levels-1-i)) for scale s.
         """
         pyramid = [x]
         for _ in range(self.levels - 1):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
         pyramid.reverse()
         coarsest = pyramid[0]
-        if self.residual:
-            previous = coarsest
-        else:
-            previous = coarsest.new_zeros((coarsest.shape[0], self.out_channels, coarsest.shape[2], coarsest.shape[3]))
+        previous = self.first_prediction(coarsest)
         hidden = cell = coarsest.new_zeros(0)
         if self.use_lstm:
             bottleneck = self.bottleneck_channels
@@ -157,10 +184,16 @@ class MSRN(nn.Module):
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """N×C_in×H×W → N×C_out×H×W for any H×W (reflect-padded to :attr:`multiple` inside)."""
+        """N×C_in×H×W → N×C_out×(H·scale)×(W·scale) for any H×W (reflect-padded to :attr:`multiple` inside)."""
         height, width = x.shape[2], x.shape[3]
         padded = pad_to_multiple(x, self.multiple)
-        return self.forward_levels(padded)[-1][:, :, :height, :width]
+        y = self.forward_levels(padded)[-1][:, :, : height * self.scale, : width * self.scale]
+        if self.scale > 1 and self.residual and padded.shape != x.shape:
+            # The base was upscaled from the padded frame, which reaches past the last row and column:
+            # swap in the frame's own (edge-clamped) base, so an untrained upscaler is exactly bilinear.
+            base = self.upscale_input(padded)[:, :, : height * self.scale, : width * self.scale]
+            y = y - base + self.upscale_input(x)
+        return y
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

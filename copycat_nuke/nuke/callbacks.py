@@ -26,7 +26,7 @@ def on_create(node: nuke.Node) -> None:
     if missing:
         knobs.set_status(node, nodes.dependencies_message(missing), warning=True)
     elif kind in nodes.SHIPPED and not knobs.path(node, "modelFile"):
-        inference.model_path(node)  # puts "not installed yet" on the Status line when the network is missing
+        inference.model_path(node)  # puts "not installed" on the Status line when the network is missing
 
 
 @jobs.callback

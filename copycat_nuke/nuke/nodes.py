@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nuke
 
+from copycat_nuke import pretrained
 from copycat_nuke.errors import CopyCatError
 from copycat_nuke.nuke import knobs
 
@@ -29,16 +30,14 @@ def shipped_model(name: str) -> Path:
 
     The path is returned whether or not the file is installed; see :func:`require_shipped_model`.
     """
-    return Path(__file__).resolve().parent.parent / "pretrained" / f"{name.lower()}.cat"
+    return pretrained.shipped_model(name)
 
 
 def require_shipped_model(name: str, *, instead: str) -> Path:
     """The shipped network ``name``, or a :class:`CopyCatError` saying it is missing and what to do instead."""
     path = shipped_model(name)
     if not path.is_file():
-        raise CopyCatError(
-            f"The shipped {name.capitalize()} network is not installed yet ({path} is missing): {instead}"
-        )
+        raise CopyCatError(f"The shipped {name.capitalize()} network is not installed ({path} is missing): {instead}")
     return path
 
 
