@@ -7,6 +7,9 @@ The public surface, for the Nuke Script Editor, pipeline scripts and the ``copyc
     result = copycat_nuke.train_model(input="plate.####.exr", target="clean.####.exr", out="/tmp/run", steps=2000)
     job = copycat_nuke.train_in_background(config)     # job.stop(), job.wait(), job.events
     copycat_nuke.infer_sequence(result.model_path, "plate.####.exr", "out/clean.####.exr", frames="1001-1100")
+    copycat_nuke.upscale_sequence("plate.####.exr", "out/plate_x2.####.exr", scale=2)   # shipped ×2 network
+    copycat_nuke.deblur_sequence("plate.####.exr", "out/sharp.####.exr")                # shipped Deblur network
+    refined = copycat_nuke.refine_on_shot("plate.####.exr", "/tmp/refine", steps=300)   # no Ground Truth needed
     print(copycat_nuke.format_description(copycat_nuke.describe(result.model_path)))
 
 Importing the package is cheap: torch and OpenImageIO load on first use of a function that needs them,
@@ -46,6 +49,9 @@ _LAZY = {
     "infer_sequence": "copycat_nuke.infer",
     "load_model": "copycat_nuke.infer",
     "apply_model": "copycat_nuke.infer",
+    "upscale_sequence": "copycat_nuke.upscale",
+    "deblur_sequence": "copycat_nuke.upscale",
+    "refine_on_shot": "copycat_nuke.upscale",
     "load_cat": "copycat_nuke.catfile",
     "describe": "copycat_nuke.catfile",
     "format_description": "copycat_nuke.catfile",
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
     from copycat_nuke.config import InferConfig, TrainConfig
     from copycat_nuke.infer import apply_model, infer_sequence, load_model
     from copycat_nuke.train import Trainer, TrainingJob, TrainResult, train_in_background, train_model
+    from copycat_nuke.upscale import deblur_sequence, refine_on_shot, upscale_sequence
 
 
 def __getattr__(name: str) -> Any:
@@ -83,11 +90,14 @@ __all__ = [
     "TrainingJob",
     "__version__",
     "apply_model",
+    "deblur_sequence",
     "describe",
     "format_description",
     "infer_sequence",
     "load_cat",
     "load_model",
+    "refine_on_shot",
     "train_in_background",
     "train_model",
+    "upscale_sequence",
 ]

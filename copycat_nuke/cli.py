@@ -11,8 +11,9 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
 
@@ -161,6 +162,12 @@ def _add_infer(sub: Any) -> None:
     parser.add_argument("model", help="the .cat file")
     parser.add_argument("input", help="input sequence: shot.####.exr, a directory or a file")
     parser.add_argument("output", help="output sequence, e.g. out/result.####.exr")
+    _add_frame_options(parser)
+    parser.set_defaults(handler=_run_infer)
+
+
+def _add_frame_options(parser: argparse.ArgumentParser, passthrough: str = "") -> None:
+    """Options every command that runs a network over frames shares (infer, upscale, deblur)."""
     parser.add_argument("--frames", help="frames to process, e.g. 1001-1100 (default: all that exist)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(
@@ -179,10 +186,10 @@ def _add_infer(sub: Any) -> None:
         "--no-passthrough",
         dest="passthrough",
         action="store_false",
-        help="write only the model's output channels (default: also copy alpha and other untouched channels)",
+        help=passthrough
+        or "write only the model's output channels (default: also copy alpha and other untouched channels)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=_run_infer)
 
 
 def _tile_size(text: str) -> Optional[int]:
@@ -197,12 +204,11 @@ def _tile_size(text: str) -> Optional[int]:
     return value
 
 
-def _run_infer(args: argparse.Namespace) -> int:
+def _frame_progress(quiet: bool, desc: str) -> tuple[Any, Callable[[int, int, int, float], None]]:
+    """A tqdm bar counting frames, and the progress callback that drives it."""
     from tqdm import tqdm
 
-    from copycat_nuke.infer import DEFAULT_OVERLAP, infer_sequence
-
-    bar = tqdm(unit="frame", desc="Inference", disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(unit="frame", desc=desc, disable=quiet, dynamic_ncols=True)
 
     def progress(done: int, total: int, frame: int, seconds: float) -> None:
         # tqdm shows frames/s and the ETA from the updates; the postfix adds the last frame's own time.
@@ -210,18 +216,134 @@ def _run_infer(args: argparse.Namespace) -> int:
         bar.set_postfix(frame=frame, last=f"{seconds:.1f}s", refresh=False)
         bar.update(done - bar.n)
 
+    return bar, progress
+
+
+def _frame_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared frame options as keyword arguments of infer_sequence/upscale_sequence/deblur_sequence."""
+    from copycat_nuke.infer import DEFAULT_OVERLAP
+
+    return {
+        "device": args.device,
+        "half": args.half,
+        "tile": args.tile,
+        "overlap": DEFAULT_OVERLAP if args.overlap is None else args.overlap,
+        "passthrough": args.passthrough,
+    }
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from copycat_nuke.infer import infer_sequence
+
+    bar, progress = _frame_progress(args.quiet, "Inference")
     try:
         written = infer_sequence(
-            args.model,
+            args.model, args.input, args.output, args.frames, progress=progress, **_frame_settings(args)
+        )
+    finally:
+        bar.close()
+    print(f"wrote {len(written)} frame(s): {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- upscale, deblur
+def _add_upscale(sub: Any) -> None:
+    parser = sub.add_parser(
+        "upscale",
+        help="upscale a shot ×2 or ×4 with the shipped network (or your own ×2 .cat)",
+        description="Upscale a sequence or a single file ×2 or ×4 (×4 runs the ×2 network twice). "
+        "--refine-on-shot N first fine-tunes the ×2 network for N steps on the shot itself (each frame "
+        "downscaled ×0.5 is an Input, the frame its Ground Truth: no higher-resolution Ground Truth needed), "
+        "then upscales with the refined network.",
+    )
+    parser.add_argument("input", help="input sequence: shot.####.exr, a directory or a file")
+    parser.add_argument("output", help="output sequence, e.g. out/result.####.exr, or a file for a single file")
+    parser.add_argument(
+        "--scale", type=int, choices=[2, 4], default=2, help="2, or 4 = the ×2 network run twice (default 2)"
+    )
+    parser.add_argument("--model", metavar="X.cat", help="a ×2 .cat to use instead of the shipped Upscale network")
+    _add_frame_options(
+        parser,
+        passthrough="write only the model's output channels (default: also alpha and other channels the model "
+        "does not produce, resized bilinearly)",
+    )
+    parser.add_argument(
+        "--refine-on-shot",
+        type=int,
+        metavar="N",
+        help="first fine-tune the ×2 network N steps on the shot's own frames (--frames, or up to 8 spread "
+        "over the shot); Ctrl-C ends refining early and upscales with the network so far",
+    )
+    parser.add_argument(
+        "--refine-out",
+        metavar="DIR",
+        help="run directory for --refine-on-shot: pairs, checkpoints, model.cat (default: OUT's folder/refine_run)",
+    )
+    parser.set_defaults(handler=_run_upscale)
+
+
+def _run_upscale(args: argparse.Namespace) -> int:
+    from copycat_nuke.errors import ConfigError
+    from copycat_nuke.upscale import check_outputs, refine_on_shot, upscale_sequence
+
+    model = args.model
+    if args.refine_on_shot is None:
+        if args.refine_out is not None:
+            raise ConfigError("--refine-out names the run directory of --refine-on-shot N: give both, or neither")
+    else:
+        check_outputs(args.input, args.output, args.frames)  # fail now rather than after training
+        run_dir = args.refine_out or str(Path(args.output).parent / "refine_run")
+        stop = threading.Event()
+        with _GracefulInterrupt(stop):
+            result = refine_on_shot(
+                args.input,
+                run_dir,
+                args.frames,
+                steps=args.refine_on_shot,
+                model=model,
+                device=args.device,
+                listeners=[TqdmListener(args.quiet)],
+                stop=stop,
+            )
+        model = result.model_path
+        print(f"refined network: {model}")
+    bar, progress = _frame_progress(args.quiet, f"Upscale ×{args.scale}")
+    try:
+        written = upscale_sequence(
             args.input,
             args.output,
             args.frames,
-            device=args.device,
-            half=args.half,
+            scale=args.scale,
+            model=model,
             progress=progress,
-            tile=args.tile,
-            overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
-            passthrough=args.passthrough,
+            **_frame_settings(args),
+        )
+    finally:
+        bar.close()
+    print(f"wrote {len(written)} frame(s): {args.output}")
+    return 0
+
+
+def _add_deblur(sub: Any) -> None:
+    parser = sub.add_parser(
+        "deblur",
+        help="remove motion and defocus blur with the shipped network (or your own same-size .cat)",
+        description="Deblur a sequence or a single file; outputs keep the input's size.",
+    )
+    parser.add_argument("input", help="input sequence: shot.####.exr, a directory or a file")
+    parser.add_argument("output", help="output sequence, e.g. out/result.####.exr, or a file for a single file")
+    parser.add_argument("--model", metavar="X.cat", help="a same-size .cat to use instead of the shipped network")
+    _add_frame_options(parser)
+    parser.set_defaults(handler=_run_deblur)
+
+
+def _run_deblur(args: argparse.Namespace) -> int:
+    from copycat_nuke.upscale import deblur_sequence
+
+    bar, progress = _frame_progress(args.quiet, "Deblur")
+    try:
+        written = deblur_sequence(
+            args.input, args.output, args.frames, model=args.model, progress=progress, **_frame_settings(args)
         )
     finally:
         bar.close()
@@ -317,8 +439,6 @@ def _add_gui(sub: Any) -> None:
 
 
 def _run_gui(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from copycat_nuke.ui import TrainingPanel, apply_nuke_theme, qt
 
     if args.data_dir and not Path(args.data_dir).is_dir():
@@ -354,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"copycat_nuke {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add in (_add_train, _add_infer, _add_export, _add_info, _add_demo, _add_gui):
+    for add in (_add_train, _add_infer, _add_upscale, _add_deblur, _add_export, _add_info, _add_demo, _add_gui):
         add(sub)
     return parser
 
