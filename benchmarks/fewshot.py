@@ -6,7 +6,8 @@ all ten, and prints JSON: held-out PSNR (sRGB-encoded, 0..1) of the model agains
 and a 3×4 colour matrix fitted on the training pairs. Floor: ≥ 6 dB over the better baseline on the
 spatial effect.
 
-    python benchmarks/fewshot.py [--effects soften,grade,markers] [--steps 3000] [--size small] [--lstm]
+    python benchmarks/fewshot.py [--effects soften,grade,markers] [--steps 1800] [--size small]
+        [--variants default,lstm] [--plot curve.png]
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from copycat_nuke.config import TrainConfig
 from copycat_nuke.demo import apply_colour_matrix, fit_colour_matrix
 from copycat_nuke.device import resolve_runtime
 from copycat_nuke.infer import apply_model, load_model
-from copycat_nuke.train import Trainer
+from copycat_nuke.plots import save_loss_curve
+from copycat_nuke.train import CheckpointWritten, Started, Trainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sintel_raft_demo"
 TRAIN_FRAMES = (16, 20, 24)
@@ -96,58 +98,148 @@ EFFECTS: dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarray]]] = {
 }
 
 
-def run_effect(name: str, frames: dict[int, np.ndarray], args: argparse.Namespace, work: Path) -> dict[str, object]:
+class HeldOutCurve:
+    """Listener: scores every checkpoint on the held-out frames while training runs.
+
+    Scoring time is kept off the clock: ``points`` are (training minutes, step, PSNR) with the minutes
+    the trainer alone spent. ``cpu_seconds`` is this process's CPU time in training (all threads): with
+    other work on the machine, wall-clock minutes overstate the cost and CPU time does not.
+    """
+
+    def __init__(self, inputs: dict[int, np.ndarray], truths: dict[int, np.ndarray], held_out: list[int]) -> None:
+        self.inputs, self.truths, self.held_out = inputs, truths, held_out
+        self.start = time.perf_counter()
+        self.paused = 0.0
+        self.cpu_start = time.process_time()
+        self.cpu_paused = 0.0
+        self.points: list[tuple[float, int, float]] = []
+
+    def cpu_seconds(self) -> float:
+        return time.process_time() - self.cpu_start - self.cpu_paused
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def score(self, model_path: Path) -> float:
+        model = load_model(model_path)
+        return float(np.mean([psnr_display(apply_model(model, self.inputs[f]), self.truths[f]) for f in self.held_out]))
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, Started):
+            self.start, self.paused = time.perf_counter(), 0.0
+            self.cpu_start, self.cpu_paused = time.process_time(), 0.0
+        elif isinstance(event, CheckpointWritten):
+            clock = self.training_seconds()
+            began, cpu_began = time.perf_counter(), time.process_time()
+            self.points.append((round(clock / 60, 3), event.step, round(self.score(event.path), 2)))
+            self.paused += time.perf_counter() - began
+            self.cpu_paused += time.process_time() - cpu_began
+
+
+def minutes_to_plateau(points: list[tuple[float, int, float]], within_db: float = 0.5) -> float:
+    """Training minutes until held-out PSNR first comes within ``within_db`` of its best."""
+    best = max(p[2] for p in points)
+    return next(minutes for minutes, _, value in points if value >= best - within_db)
+
+
+def run_effect(
+    name: str, frames: dict[int, np.ndarray], args: argparse.Namespace, work: Path, variant: dict[str, object]
+) -> dict[str, object]:
     kind, effect = EFFECTS[name]
     inputs = {f: add_markers(img, f) if name == "markers" else img for f, img in frames.items()}
     truths = {f: effect(img, f) for f, img in frames.items()}
     for f in frames:
         imageio.write_frame(work / name / f"in.{f:04d}.exr", inputs[f], "rgb", pixel_type="float")
         imageio.write_frame(work / name / f"gt.{f:04d}.exr", truths[f], "rgb", pixel_type="float")
-    config = TrainConfig(
-        input=str(work / name / "in.####.exr"),
-        target=str(work / name / "gt.####.exr"),
-        out=str(work / name / "run"),
-        frames=",".join(map(str, TRAIN_FRAMES)),
-        steps=args.steps,
-        model_size=args.size,
-        batch_size=args.batch,
-        crop_size=args.crop,
-        checkpoint_interval=10**9,
-        image_interval=10**9,
-        lstm=args.lstm,
-    )
-    start = time.perf_counter()
-    result = Trainer(config).run()
-    train_seconds = time.perf_counter() - start
-    model = load_model(result.model_path)
+    settings: dict[str, object] = {
+        "input": str(work / name / "in.####.exr"),
+        "target": str(work / name / "gt.####.exr"),
+        "out": str(work / name / "run"),
+        "frames": ",".join(map(str, TRAIN_FRAMES)),
+        "steps": args.steps,
+        "model_size": args.size,
+        "batch_size": args.batch,
+        "crop_size": args.crop,
+        "checkpoint_interval": max(1, args.steps // args.points),
+        "image_interval": 10**9,
+        "seed": args.seed,
+    }
+    settings.update(variant)
+    config = TrainConfig(**settings)  # type: ignore[arg-type]
     held_out = [f for f in frames if f not in TRAIN_FRAMES]
+    curve = HeldOutCurve(inputs, truths, held_out)
+    result = Trainer(config, [curve]).run()
+    train_seconds = curve.training_seconds()
+    cpu_seconds = curve.cpu_seconds()
+    if not curve.points or curve.points[-1][1] != result.steps:  # the last checkpoint is the model
+        curve.points.append((round(train_seconds / 60, 3), result.steps, round(curve.score(result.model_path), 2)))
+    final = curve.points[-1][2]
     matrix = fit_colour_matrix((inputs[f] for f in TRAIN_FRAMES), (truths[f] for f in TRAIN_FRAMES))
     scores = {
         "identity": float(np.mean([psnr_display(inputs[f], truths[f]) for f in held_out])),
         "colour_matrix": float(
             np.mean([psnr_display(apply_colour_matrix(matrix, inputs[f]), truths[f]) for f in held_out])
         ),
-        "copycat": float(np.mean([psnr_display(apply_model(model, inputs[f]), truths[f]) for f in held_out])),
+        "copycat": final,
     }
     best_baseline = max(scores["identity"], scores["colour_matrix"])
     return {
         "kind": kind,
         "train_seconds": round(train_seconds, 1),
+        "train_cpu_seconds_all_threads": round(cpu_seconds, 1),
         "steps": result.steps,
         "final_loss": round(result.final_loss, 5),
         "held_out_psnr_db": {k: round(v, 2) for k, v in scores.items()},
         "gain_over_best_baseline_db": round(scores["copycat"] - best_baseline, 2),
+        "minutes_to_within_0.5db_of_best": minutes_to_plateau(curve.points),
+        "curve_minutes_step_psnr": curve.points,
     }
+
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "lstm": {"lstm": True},
+}
+
+
+def save_plot(path: Path, results: dict[str, dict[str, dict[str, object]]]) -> None:
+    """PSNR against training minutes, one line per effect and variant."""
+    series = {
+        f"{effect} {variant}": (
+            [p[0] for p in run["curve_minutes_step_psnr"]],  # type: ignore[attr-defined]
+            [p[2] for p in run["curve_minutes_step_psnr"]],  # type: ignore[attr-defined]
+        )
+        for variant, effects in results.items()
+        for effect, run in effects.items()
+    }
+    first = next(iter(series))
+    x, y = series.pop(first)
+    save_loss_curve(
+        path,
+        x,
+        y,
+        series=series,
+        label=first,
+        smoothness=0.0,
+        log_scale=False,
+        show_original=False,
+        title="Held-out PSNR against training time",
+        x_label="training minutes",
+        y_label="PSNR (dB, sRGB)",
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--effects", default="soften,grade")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--size", default="small")
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--lstm", action="store_true")
+    parser.add_argument("--variants", default="default", help=f"comma-separated, of {sorted(VARIANTS)}")
+    parser.add_argument("--points", type=int, default=8, help="held-out scores along the way")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, help="write PSNR against training minutes as a PNG here")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"fewshot: {DATA} not found (the shared sample data)")
@@ -155,20 +247,26 @@ def main() -> None:
         int(path.stem.split("_")[-1]): srgb_to_linear(imageio.read_frame(path, "rgb").pixels)
         for path in sorted(DATA.glob("frame_*.png"))
     }
-    results = {}
-    with tempfile.TemporaryDirectory() as directory:
+    results: dict[str, dict[str, dict[str, object]]] = {}
+    for variant in args.variants.split(","):
+        results[variant] = {}
         for name in args.effects.split(","):
-            results[name] = run_effect(name, frames, args, Path(directory))
+            with tempfile.TemporaryDirectory() as directory:
+                results[variant][name] = run_effect(name, frames, args, Path(directory), VARIANTS[variant])
+            print(f"fewshot: {variant} {name} done", file=sys.stderr, flush=True)
+    if args.plot:
+        save_plot(args.plot, results)
     report = {
         "benchmark": "fewshot",
         "data": "sintel_raft_demo frames 16-25 (1024x436), trained on 16,20,24, scored on the other 7",
         "model_size": args.size,
-        "lstm": args.lstm,
+        "steps": args.steps,
         "batch": f"{args.batch}x{args.crop}x{args.crop}",
         "device": resolve_runtime().describe(),
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "torch": str(torch.__version__),
-        "effects": results,
+        "variants": {name: VARIANTS[name] for name in results},
+        "results": results,
     }
     json.dump(report, sys.stdout, indent=2)
     print()
