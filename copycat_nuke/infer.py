@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -481,6 +481,38 @@ def infer_sequence(
     _check_outputs(source, target, numbers)
     model = model_path if isinstance(model_path, LoadedModel) else load_model(model_path, device, half)
     _check_tiling(tile, overlap, model.multiple)
+    return run_frames(
+        model,
+        source,
+        target,
+        numbers,
+        lambda frame: infer_frame(model, frame, tile=tile, overlap=overlap, passthrough=passthrough),
+        model.scale,
+        progress,
+    )
+
+
+FrameJob = Callable[[imageio.Frame], tuple[np.ndarray, list[str]]]
+
+
+def run_frames(
+    model: LoadedModel,
+    source: imageio.ImageSequence,
+    target: imageio.ImageSequence,
+    numbers: Sequence[int],
+    compute: FrameJob,
+    scale: int,
+    progress: Optional[ProgressCallback] = None,
+    metadata: Optional[dict[str, Any]] = None,
+) -> list[Path]:
+    """The frame pipeline of :func:`infer_sequence`: the next frame is read and the previous one written
+    on worker threads while ``compute`` (frame → linear pixels and channel names) runs on this one.
+
+    The first frame is checked against ``model`` (channels, minimum size) before anything is written.
+    Outputs are ``scale`` times the input, with its windows scaled and its pixel type and metadata, plus
+    ``copycat:model`` (and ``metadata``). Returns the paths written, in order.
+    """
+    extra = {"copycat:model": model.path.name, **(metadata or {})}
     written: list[Path] = []
     with ThreadPoolExecutor(1, "copycat-read") as reader, ThreadPoolExecutor(1, "copycat-write") as writer:
         next_read = reader.submit(imageio.read_frame, source.path(numbers[0]))
@@ -493,21 +525,22 @@ def infer_sequence(
             frame = next_read.result()
             if index + 1 < len(numbers):
                 next_read = reader.submit(imageio.read_frame, source.path(numbers[index + 1]))
-            pixels, names = infer_frame(model, frame, tile=tile, overlap=overlap, passthrough=passthrough)
+            pixels, names = compute(frame)
             if pending is not None:
                 started = _finish(pending, written, len(numbers), started, progress)
-            pending = (number, writer.submit(_write, model, target.path(number), pixels, names, frame))
+            pending = (number, writer.submit(_write, target.path(number), pixels, names, frame, scale, extra))
         if pending is not None:
             _finish(pending, written, len(numbers), started, progress)
     return written
 
 
-def _write(model: LoadedModel, path: Path, pixels: np.ndarray, names: list[str], like: imageio.Frame) -> Path:
+def _write(
+    path: Path, pixels: np.ndarray, names: list[str], like: imageio.Frame, scale: int, metadata: dict[str, Any]
+) -> Path:
     display, data = like.display_window, like.data_window
-    if model.scale != 1:
-        s = model.scale
-        display = imageio.Window(display.x * s, display.y * s, display.width * s, display.height * s)
-        data = imageio.Window(data.x * s, data.y * s, data.width * s, data.height * s)
+    if scale != 1:
+        display = imageio.Window(display.x * scale, display.y * scale, display.width * scale, display.height * scale)
+        data = imageio.Window(data.x * scale, data.y * scale, data.width * scale, data.height * scale)
     return imageio.write_frame(
         path,
         pixels,
@@ -515,7 +548,7 @@ def _write(model: LoadedModel, path: Path, pixels: np.ndarray, names: list[str],
         like=like,  # pixel type and metadata of the input
         display_window=display,
         data_window=data,
-        metadata={"copycat:model": model.path.name},
+        metadata=metadata,
     )
 
 
@@ -547,4 +580,5 @@ __all__ = [
     "infer_sequence",
     "load_model",
     "plan_spans",
+    "run_frames",
 ]

@@ -17,9 +17,7 @@ Ground Truth at the higher resolution is needed.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Union
 
@@ -37,11 +35,11 @@ from copycat_nuke.infer import (
     _check_outputs,
     _check_size,
     _check_tiling,
-    _finish,
     _input_channels,
     apply_model,
     infer_sequence,
     load_model,
+    run_frames,
 )
 from copycat_nuke.pretrained import require_shipped_model
 from copycat_nuke.pretrained.build import downscale
@@ -189,22 +187,6 @@ def upscale_frame(
     return np.concatenate([pixels, resized], axis=2), out_names + [frame.channels[i] for i in others]
 
 
-def _write(path: Path, pixels: np.ndarray, names: list[str], like: imageio.Frame, scale: int, model: str) -> Path:
-    """Like :func:`copycat_nuke.infer.infer_sequence`'s writer, with windows scaled by the whole factor."""
-    display, data = like.display_window, like.data_window
-    return imageio.write_frame(
-        path,
-        pixels,
-        names,
-        like=like,  # pixel type and metadata of the input
-        display_window=imageio.Window(
-            display.x * scale, display.y * scale, display.width * scale, display.height * scale
-        ),
-        data_window=imageio.Window(data.x * scale, data.y * scale, data.width * scale, data.height * scale),
-        metadata={"copycat:model": model, "copycat:scale": scale},
-    )
-
-
 # --------------------------------------------------------------------------------------------- sequences
 
 
@@ -262,29 +244,16 @@ def upscale_sequence(
     target = imageio.ImageSequence.parse(output_pattern)
     numbers = source.frames(frames)
     _check_outputs(source, target, numbers)
-    written: list[Path] = []
-    # As infer_sequence: the next frame is read and the previous one written while the network computes.
-    with ThreadPoolExecutor(1, "copycat-read") as reader, ThreadPoolExecutor(1, "copycat-write") as writer:
-        next_read = reader.submit(imageio.read_frame, source.path(numbers[0]))
-        first = next_read.result()
-        _input_channels(loaded, first)
-        _check_size(loaded, first.height, first.width, str(first.path))
-        pending: Optional[tuple[int, Future[Path]]] = None
-        started = time.perf_counter()
-        for index, number in enumerate(numbers):
-            frame = next_read.result()
-            if index + 1 < len(numbers):
-                next_read = reader.submit(imageio.read_frame, source.path(numbers[index + 1]))
-            pixels, names = upscale_frame(
-                loaded, frame, scale=scale, tile=tile, overlap=overlap, passthrough=passthrough
-            )
-            if pending is not None:
-                started = _finish(pending, written, len(numbers), started, progress)
-            job = writer.submit(_write, target.path(number), pixels, names, frame, scale, loaded.path.name)
-            pending = (number, job)
-        if pending is not None:
-            _finish(pending, written, len(numbers), started, progress)
-    return written
+    return run_frames(
+        loaded,
+        source,
+        target,
+        numbers,
+        lambda frame: upscale_frame(loaded, frame, scale=scale, tile=tile, overlap=overlap, passthrough=passthrough),
+        scale,
+        progress,
+        metadata={"copycat:scale": scale},
+    )
 
 
 def deblur_sequence(
