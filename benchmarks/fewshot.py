@@ -199,6 +199,7 @@ def run_effect(
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "lstm": {"lstm": True},
+    "multires": {"multi_resolution": True},
 }
 
 

@@ -109,7 +109,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "batch_size": {"type": int, "help": "patches per step (default: min(4, pairs))"},
     "crop_size": {"type": int, "help": "patch size in pixels, a multiple of 16 (default 256)"},
-    "initial_weights": {"help": "none, or a .cat to start from (model or checkpoint)"},
+    "initial_weights": {"help": "none, upscale or deblur (the shipped networks), or a .cat (model or checkpoint)"},
     "checkpoint_interval": {"type": int, "help": "steps between checkpoints (default 1000)"},
     "image_interval": {"type": int, "help": "steps between contact sheets (default 100)"},
     "channels_in": {"help": "Input channels: rgb, rgba, alpha, mask.a, R,G,B… (default rgb)"},
@@ -132,6 +132,12 @@ def _add_train(sub: Any) -> None:
     for name, spec in _TRAIN_OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
     parser.add_argument("--lstm", action="store_true", default=None, help="ConvLSTM at the bottleneck")
+    parser.add_argument(
+        "--multi-resolution",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2 (default off)",
+    )
     parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_train)

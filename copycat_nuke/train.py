@@ -23,6 +23,7 @@ import platform
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -216,6 +217,41 @@ def learning_rate(step: int, total_steps: int, base: float) -> float:
     """Cosine decay from ``base`` to ``base × FINAL_LR_FRACTION`` over the run (``step`` from 0)."""
     progress = min(step / max(total_steps - 1, 1), 1.0)
     return base * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+#: Multi-resolution training (Nuke's "Use Multi-Resolution Training"): ``(downscale factor, share of the
+#: run's steps)``, coarsest first; the rest of the run is at full resolution. A stage's crops are the
+#: job's crop size divided by its factor (at least 32 pixels), so its steps cost about 1/factor² as much
+#: and each crop still covers the same share of the frame.
+MULTI_RESOLUTION_STAGES: tuple[tuple[int, float], ...] = ((4, 0.2), (2, 0.2))
+#: A stage is skipped when its downscaled frames (or crops) would be smaller than this.
+MULTI_RESOLUTION_MIN_SIDE = 32
+
+
+def resolution_factor(step: int, total_steps: int, multi_resolution: bool = True) -> int:
+    """The downscale factor training uses at ``step`` (from 0) of ``total_steps``: 4, 2, then 1."""
+    if not multi_resolution:
+        return 1
+    edge = 0.0
+    for factor, share in MULTI_RESOLUTION_STAGES:
+        edge += share
+        if step < edge * total_steps:
+            return factor
+    return 1
+
+
+def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transfer) -> list[Pair]:
+    """Each pair box-averaged ÷``factor`` in linear light (back in working space); sides cropped to
+    multiples of ``factor`` first. An upscaler's pairs keep their size ratio."""
+
+    def shrink(image: np.ndarray) -> np.ndarray:
+        h, w, c = image.shape
+        h, w = h // factor * factor, w // factor * factor
+        linear = working.from_working(image[:h, :w])
+        small = linear.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3), dtype=np.float64)
+        return np.ascontiguousarray(working.to_working(small.astype(np.float32)))
+
+    return [Pair(shrink(pair.input), shrink(pair.target), pair.label) for pair in pairs]
 
 
 # --------------------------------------------------------------------------------------- the trainer
@@ -419,6 +455,9 @@ class Trainer:
             lr = learning_rate(step, run.total_steps, cfg.learning_rate)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
+            factor = resolution_factor(step, run.total_steps, cfg.multi_resolution)
+            if factor != run.factor:
+                self._change_resolution(run, factor)
             inputs, targets = run.sampler.next_batch()
             inputs = runtime.place(inputs)
             targets = runtime.place(targets)
@@ -491,6 +530,35 @@ class Trainer:
             seconds=seconds,
             losses=losses,
         )
+
+    def _change_resolution(self, run: _RunContext, factor: int) -> None:
+        """Sample from the pairs downscaled ÷``factor`` from now on, continuing the same random stream
+        (so a resumed run takes exactly the batches the uninterrupted one did)."""
+        sampler = run.stage_samplers.get(factor)
+        if sampler is None:
+            pairs = downscale_pairs(run.data.pairs, factor, run.working)
+            smallest = min(min(pair.input.shape[:2]) for pair in pairs)
+            crop = max(MULTI_RESOLUTION_MIN_SIDE, run.stage_samplers[1].crop_size // factor // 16 * 16)
+            if smallest < crop:  # frames too small to gain from this stage: stay where we are
+                run.stage_samplers[factor] = run.sampler
+                run.factor = factor
+                return
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sampler = PatchSampler(
+                    pairs,
+                    crop_size=crop,
+                    batch_size=run.batch_size,
+                    difference_share=self.config.difference_share,
+                    seed=self.config.seed,
+                    rank=self.dist.rank,
+                    scale=run.data.scale,
+                )
+            run.stage_samplers[factor] = sampler
+        if sampler is not run.sampler:
+            sampler.load_state_dict(run.sampler.state_dict())
+        run.sampler = sampler
+        run.factor = factor
 
     # ------------------------------------------------------------------------- writing
     def _manifest(self, run: _RunContext, step: int, final_loss: float, clock: float, kind: str) -> catfile.Manifest:
@@ -625,6 +693,11 @@ class _RunContext:
     total_steps: int
     batch_size: int
     log: LossLog
+    factor: int = 1  #: the resolution the sampler draws from: 1 full, 2 half, 4 quarter
+    stage_samplers: dict[int, PatchSampler] = field(default_factory=dict)  #: by factor; 1 is the full one
+
+    def __post_init__(self) -> None:
+        self.stage_samplers.setdefault(1, self.sampler)
 
 
 class _Levels(nn.Module):

@@ -148,12 +148,14 @@ def test_gui_training_runs_off_the_main_thread_stops_on_request_and_resumes(nuke
 def test_export_farm_job_renders_the_pairs_and_writes_a_config_copycat_train_accepts(nuke_session, tmp_path):
     nuke = nuke_session
     node = copycat(nuke, tmp_path, truth=range(2, 4), channelsOut="rgb")
+    node["useMultiResolutionTraining"].setValue(True)
 
     node["exportFarmJob"].execute()
 
     run = tmp_path / "run"
     config = load_yaml(TrainConfig, run / "farm_job.yaml")  # what `copycat train --config` reads
     assert config.frames == "2-3" and config.out == str(run) and not config.resume
+    assert config.multi_resolution
     assert imageio.ImageSequence.parse(config.target).existing_frames() == [2, 3]
     assert imageio.ImageSequence.parse(config.input).existing_frames() == [2, 3]
     assert not (run / "model.cat").exists()

@@ -64,6 +64,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
         "checkpointFile",
         "checkpointInterval",
         "imageInterval",
+        "useMultiResolutionTraining",
         "startTraining",
         "resumeTraining",
         "stopTraining",

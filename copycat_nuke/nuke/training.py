@@ -93,6 +93,7 @@ def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
         channels_in=knobs.text(node, "channelsIn") or "rgb",
         channels_out=knobs.text(node, "channelsOut") or "rgb",
         device="auto" if knobs.boolean(node, "useGPUIfAvailable") else "cpu",
+        multi_resolution=knobs.boolean(node, "useMultiResolutionTraining"),
         resume=resume,
     )
     config.validate()

@@ -1,0 +1,116 @@
+"""Multi-resolution training: the schedule, the downscaled pairs, and exact resume across stages."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from copycat_nuke import imageio, transfer
+from copycat_nuke.config import TrainConfig
+from copycat_nuke.data import Pair, PatchSampler
+from copycat_nuke.train import StepDone, Trainer, downscale_pairs, resolution_factor, train_model
+
+
+def write_pairs(directory: Path, size: int = 128) -> tuple[str, str]:
+    rng = np.random.default_rng(3)
+    for frame in (1, 2):
+        image = rng.random((size // 8, size // 8, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)
+        truth = image * np.array([0.7, 1.0, 1.3], np.float32)
+        imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
+        imageio.write_frame(directory / f"gt.{frame:04d}.exr", truth, "rgb", pixel_type="float")
+    return str(directory / "in.####.exr"), str(directory / "gt.####.exr")
+
+
+def config(directory: Path, **overrides: object) -> TrainConfig:
+    directory.mkdir(parents=True, exist_ok=True)
+    source, truth = write_pairs(directory)
+    settings: dict[str, object] = dict(
+        input=source,
+        target=truth,
+        out=str(directory / "run"),
+        steps=10,
+        model_size="small",
+        batch_size=2,
+        crop_size=64,
+        checkpoint_interval=100,
+        image_interval=100,
+        precision="fp32",
+        multi_resolution=True,
+        seed=4,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_the_schedule_is_quarter_then_half_then_full_resolution():
+    assert [resolution_factor(step, 10) for step in range(10)] == [4, 4, 2, 2, 1, 1, 1, 1, 1, 1]
+    assert [resolution_factor(step, 10, multi_resolution=False) for step in range(10)] == [1] * 10
+
+
+def test_downscaled_pairs_are_box_averages_in_linear_light():
+    working = transfer.Transfer()
+    linear = np.zeros((8, 6, 3), np.float32)
+    linear[0::2, :] = 1.0  # alternate rows of 0 and 1 average to 0.5 in linear light
+    pair = Pair(working.to_working(linear), working.to_working(linear * 2), "frame 1")
+    (small,) = downscale_pairs([pair], 2, working)
+    assert small.input.shape == (4, 3, 3) and small.target.shape == (4, 3, 3)
+    np.testing.assert_allclose(working.from_working(small.input), 0.5, rtol=1e-5)
+    np.testing.assert_allclose(working.from_working(small.target), 1.0, rtol=1e-5)
+
+
+def test_early_steps_sample_smaller_crops_from_downscaled_frames(tmp_path, monkeypatch):
+    shapes: list[tuple[int, ...]] = []
+    real = PatchSampler.next_batch
+
+    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
+        batch = real(self)
+        shapes.append(tuple(batch[0].shape))
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "next_batch", record)
+    train_model(config(tmp_path))
+    assert shapes == [(2, 3, 32, 32)] * 4 + [(2, 3, 64, 64)] * 6
+
+
+def test_frames_too_small_for_a_stage_stay_at_full_resolution(tmp_path, monkeypatch):
+    shapes: list[tuple[int, ...]] = []
+    real = PatchSampler.next_batch
+
+    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
+        batch = real(self)
+        shapes.append(tuple(batch[0].shape))
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "next_batch", record)
+    source, truth = write_pairs(tmp_path, size=48)
+    train_model(config(tmp_path / "x", input=source, target=truth, crop_size=32))
+    assert shapes == [(2, 3, 32, 32)] * 10  # 48/4 and 48/2 are below 32 pixels: no coarse stages
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 6])
+def test_resume_across_stages_reproduces_the_uninterrupted_run(tmp_path, stop_after):
+    whole = train_model(config(tmp_path / "a"))
+    stop = threading.Event()
+
+    def stop_there(event: object) -> None:
+        if isinstance(event, StepDone) and event.step == stop_after:
+            stop.set()
+
+    job = config(tmp_path / "b")
+    first = Trainer(job, [stop_there], stop).run()
+    assert first.steps == stop_after
+    resumed = train_model(job, resume=True)
+    assert first.losses + resumed.losses == whole.losses
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], False), (["--multi-resolution"], True), (["--no-multi-resolution"], False)]
+)
+def test_the_command_line_switches_multi_resolution(flag, expected):
+    from copycat_nuke.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--input", "a.####.exr", "--target", "b.####.exr", "--out", "o", *flag])
+    assert _train_config(args).multi_resolution is expected
