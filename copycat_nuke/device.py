@@ -8,6 +8,8 @@ same loss after 60 steps). Weights and optimizer state stay fp32 either way.
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass
 from typing import Optional
 
@@ -59,6 +61,21 @@ class Runtime:
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         )
+
+
+def describe_hardware(device: Optional[torch.device] = None) -> str:
+    """The machine in words for a manifest, e.g. "AMD EPYC, 2 cores, x86_64 Linux" (+ the GPU's name)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count() or '?'} cores, {platform.machine()} {platform.system()}"
+    if device is not None and device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def cpu_has_fast_bf16() -> bool:

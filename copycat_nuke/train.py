@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import platform
 import re
 import threading
 import time
@@ -38,7 +37,7 @@ from torch import nn
 from copycat_nuke import __version__, catfile, distributed, imageio, plots, pretrained, transfer
 from copycat_nuke.config import TrainConfig, save_yaml, to_dict, write_text_atomic
 from copycat_nuke.data import MAX_SCALE, Pair, PatchSampler, steps_for_epochs
-from copycat_nuke.device import Runtime, resolve_runtime
+from copycat_nuke.device import Runtime, describe_hardware, resolve_runtime
 from copycat_nuke.errors import CatFileError, ConfigError, CopyCatError, FrameMissingError, TrainingError
 from copycat_nuke.models import MSRN, build_model, msrn_arguments
 
@@ -586,7 +585,7 @@ class Trainer:
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "copycat_version": __version__,
                 "torch_version": str(torch.__version__),
-                "hardware": f"{platform.machine()} {platform.processor() or platform.system()}".strip(),
+                "hardware": describe_hardware(run.runtime.device),
             },
             config=to_dict(cfg),
         )

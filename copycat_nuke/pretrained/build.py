@@ -31,6 +31,7 @@ import yaml
 
 from copycat_nuke import catfile, imageio
 from copycat_nuke.config import TrainConfig
+from copycat_nuke.device import describe_hardware
 from copycat_nuke.errors import ConfigError, CopyCatError
 from copycat_nuke.pretrained import shipped_model
 from copycat_nuke.train import Listener, Trainer
@@ -254,6 +255,7 @@ def build(
     described = f"recipe:{recipe.name} ({len(pairs)} pairs from {len(recipe.images)} photographs)"
     training = dict(cat.manifest.training)
     training.update(
+        hardware=describe_hardware(),  # the machine this process trained on
         recipe=recipe.name,
         recipe_sha256=recipe.sha256,
         data=f"scikit-image bundled photographs: {', '.join(recipe.images)}" if images is None else "test images",
