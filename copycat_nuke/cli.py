@@ -53,7 +53,8 @@ class TqdmListener:
                 dynamic_ncols=True,
             )
             tqdm.write(
-                f"training {event.pairs} pair(s), batch {event.batch_size}×{event.crop_size}², "
+                f"training {event.pairs} pair(s), batch {event.batch_size}×{event.crop_size}² "
+                f"({event.batch_choice or 'set'}), "
                 f"{event.total_steps} steps on {event.device} → {event.out_dir}",
                 file=sys.stderr,
             )
@@ -107,7 +108,11 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
         "choices": ["small", "medium", "large"],
         "help": "network size (default medium, 6.9M weights)",
     },
-    "batch_size": {"type": int, "help": "patches per step (default: min(4, pairs))"},
+    "batch_size": {
+        "type": lambda text: None if text.strip().lower() == "auto" else int(text),
+        "help": "patches per step, or auto (default): from free GPU memory, or what keeps a CPU step ≤ 2 s; "
+        "never more than the pairs",
+    },
     "crop_size": {"type": int, "help": "patch size in pixels, a multiple of 16 (default 256)"},
     "initial_weights": {"help": "none, upscale or deblur (the shipped networks), or a .cat (model or checkpoint)"},
     "checkpoint_interval": {"type": int, "help": "steps between checkpoints (default 1000)"},

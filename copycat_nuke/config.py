@@ -42,7 +42,7 @@ class TrainConfig:
     steps: Optional[int] = None
     epochs: Optional[int] = None
     model_size: str = "medium"
-    batch_size: Optional[int] = None  #: None: min(4, number of pairs)
+    batch_size: Optional[int] = None  #: None: automatic (train.auto_batch_size), never more than the pairs
     crop_size: int = 256
     initial_weights: str = "none"  #: "none" or a path to a .cat (model or checkpoint)
     checkpoint_interval: int = 1000

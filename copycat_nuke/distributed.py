@@ -174,6 +174,16 @@ def mean_over_ranks(context: DistributedContext, value: float, device: torch.dev
     return float(total.item()) / context.world_size
 
 
+def min_over_ranks(context: DistributedContext, value: int, device: torch.device) -> int:
+    """The smallest of a whole number over all ranks (e.g. the batch size every rank can afford)."""
+    if not context.enabled:
+        return value
+    smallest = torch.tensor([value], dtype=torch.int64, device=device)
+    with collective(context):
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+    return int(smallest.item())
+
+
 def average_parameters(context: DistributedContext, model: nn.Module) -> None:
     """Replace every rank's weights by their mean (used every ``sync_interval`` steps)."""
     if not context.enabled:

@@ -66,6 +66,7 @@ class Started:
     device: str
     precision: str
     out_dir: Path
+    batch_choice: str = ""  #: how the batch size was decided ("set", "resumed", or the automatic probe)
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,84 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
     return [Pair(shrink(pair.input), shrink(pair.target), pair.label) for pair in pairs]
 
 
+#: Automatic batch size on a CPU: as many patches as keep one step within this many seconds (the loss
+#: curve and Stop stay responsive; on a CPU patches/s hardly depends on the batch, so smaller batches
+#: mean more updates per minute).
+AUTO_CPU_STEP_SECONDS = 2.0
+#: Automatic batch size on a GPU: the share of free memory the batch may fill.
+AUTO_GPU_MEMORY_SHARE = 0.8
+#: The automatic batch size never exceeds this (nor the number of pairs).
+AUTO_MAX_BATCH = 16
+
+
+def _probe_step(
+    model: nn.Module, runtime: Runtime, batch: int, channels_in: int, channels_out: int, crop: int, scale: int
+) -> None:
+    """One forward and backward pass on a zero batch; no weights change and no random numbers are drawn,
+    so probing leaves a run exactly as reproducible as before."""
+    inputs = runtime.place(torch.zeros(batch, channels_in, crop, crop))
+    targets = runtime.place(torch.zeros(batch, channels_out, crop * scale, crop * scale))
+    if not isinstance(model, MSRN):
+        raise TypeError(f"CopyCat trains MSRN networks, not {type(model).__name__}")
+    with runtime.autocast():
+        outputs = model.forward_levels(inputs)
+    multiscale_loss(outputs, targets).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def auto_batch_size(
+    model: nn.Module,
+    runtime: Runtime,
+    channels_in: int,
+    channels_out: int,
+    crop: int,
+    scale: int,
+    pairs: int,
+) -> tuple[int, str]:
+    """The batch size for ``--batch-size auto`` and a sentence saying how it was chosen.
+
+    GPU: the largest batch whose measured memory (two probe steps, at batch 1 and 2) fits
+    :data:`AUTO_GPU_MEMORY_SHARE` of the free memory. CPU (and MPS): as many patches as keep a step within
+    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1. Never more than
+    ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
+    """
+    cap = max(1, min(pairs, AUTO_MAX_BATCH))
+    device = runtime.device
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        peaks = []
+        try:
+            for batch in (1, 2):
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                _probe_step(model, runtime, batch, channels_in, channels_out, crop, scale)
+                torch.cuda.synchronize(device)
+                peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return 1, f"a {crop}² probe step ran out of GPU memory at batch {len(peaks) + 1}: batch 1"
+        per_patch = max(peaks[1] - peaks[0], 1)
+        fixed = max(peaks[0] - per_patch, 0)
+        fits = int((free * AUTO_GPU_MEMORY_SHARE - fixed) // per_patch)
+        batch = max(1, min(fits, cap))
+        return batch, (
+            f"{per_patch / 2**20:.0f} MB per {crop}² patch, {free / 2**30:.1f} GB free on {device}: "
+            f"{fits} would fit, {batch} used ({pairs} pair(s), at most {AUTO_MAX_BATCH})"
+        )
+    seconds = 0.0
+    for _ in range(2):  # the first pass warms up kernels and allocators
+        began = time.perf_counter()
+        _probe_step(model, runtime, 1, channels_in, channels_out, crop, scale)
+        seconds = time.perf_counter() - began
+    fits = int(AUTO_CPU_STEP_SECONDS // max(seconds, 1e-6))
+    batch = max(1, min(fits, cap))
+    return batch, (
+        f"{seconds:.2f} s per {crop}² patch on {device}: {batch} per step keeps a step near "
+        f"{AUTO_CPU_STEP_SECONDS:g} s or less ({pairs} pair(s), at most {AUTO_MAX_BATCH})"
+    )
+
+
 # --------------------------------------------------------------------------------------- the trainer
 class Trainer:
     """Trains one CopyCat job. Build it with a :class:`TrainConfig`, then call :meth:`run`.
@@ -364,35 +443,36 @@ class Trainer:
         working = transfer.Transfer()
         data = load_pairs(cfg, working)
         pair_count = len(data.pairs)
-        batch_size = cfg.batch_size or min(4, pair_count)
-        if batch_size > pair_count:
+        if cfg.batch_size is not None and cfg.batch_size > pair_count:
             raise TrainingError(
-                f"batch size {batch_size} is larger than the {pair_count} training pair(s): "
-                f"lower the batch size to {pair_count} or less, or add more Input/Ground Truth frames"
+                f"batch size {cfg.batch_size} is larger than the {pair_count} training pair(s): "
+                f"lower the batch size to {pair_count} or less (or auto), or add more Input/Ground Truth frames"
             )
-        total_steps = self._total_steps(pair_count, batch_size)
         runtime = resolve_runtime(cfg.device, cfg.precision)
         runtime = replace(runtime, device=distributed.local_device(self.dist, runtime.device))
-        sampler = PatchSampler(
-            data.pairs,
-            crop_size=cfg.crop_size,
-            batch_size=batch_size,
-            difference_share=cfg.difference_share,
-            seed=cfg.seed,
-            rank=self.dist.rank,
-            scale=data.scale,
-        )
         model, arguments, _ = self._build_network(data)
         runtime.place_model(model)
         self.model = model
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-        log = LossLog(self.out_dir / "loss.csv")
-        start_step = 0
-        if cfg.resume:
-            start_step = self._resume(model, optimizer, sampler, arguments)
+        checkpoint = self._checkpoint_to_resume() if cfg.resume else None
         distributed.start(self.dist, runtime.device)
         context: Optional[_RunContext] = None
         try:
+            batch_size, batch_choice = self._batch_size(model, runtime, data, checkpoint)
+            total_steps = self._total_steps(pair_count, batch_size)
+            sampler = PatchSampler(
+                data.pairs,
+                crop_size=cfg.crop_size,
+                batch_size=batch_size,
+                difference_share=cfg.difference_share,
+                seed=cfg.seed,
+                rank=self.dist.rank,
+                scale=data.scale,
+            )
+            optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+            log = LossLog(self.out_dir / "loss.csv")
+            start_step = 0
+            if checkpoint is not None:
+                start_step = self._resume(checkpoint, model, optimizer, sampler, arguments)
             distributed.broadcast_parameters(self.dist, model)
             if main:
                 if cfg.resume:
@@ -412,6 +492,7 @@ class Trainer:
                 total_steps=total_steps,
                 batch_size=batch_size,
                 log=log,
+                batch_choice=batch_choice,
             )
             self._emit(
                 Started(
@@ -423,6 +504,7 @@ class Trainer:
                     device=runtime.describe(),
                     precision=runtime.precision,
                     out_dir=self.out_dir,
+                    batch_choice=batch_choice,
                 )
             )
             return self._train(context, start_step, clock)
@@ -432,6 +514,25 @@ class Trainer:
             # seen at exit of a finished rank with torch 2.13).
             context = None
             distributed.stop(self.dist)
+
+    def _batch_size(
+        self, model: nn.Module, runtime: Runtime, data: TrainingData, checkpoint: Optional[Path]
+    ) -> tuple[int, str]:
+        """The batch size and how it was decided: as set; as the resumed run had it; or automatic
+        (:func:`auto_batch_size`, the smallest choice of all ranks)."""
+        cfg = self.config
+        if cfg.batch_size is not None:
+            return cfg.batch_size, "set"
+        if checkpoint is not None:
+            saved = catfile.read_manifest(checkpoint).training.get("batch_size")
+            if isinstance(saved, int) and 1 <= saved <= len(data.pairs):
+                return saved, f"auto, kept from {checkpoint.name}"
+        crop = min(cfg.crop_size, *(min(pair.input.shape[:2]) for pair in data.pairs)) // 16 * 16
+        batch, how = auto_batch_size(
+            model, runtime, len(data.channels_in), len(data.channels_out), max(16, crop), data.scale, len(data.pairs)
+        )
+        agreed = distributed.min_over_ranks(self.dist, batch, runtime.device)
+        return agreed, f"auto: {how}" + (f"; {agreed} agreed over the ranks" if agreed != batch else "")
 
     def _total_steps(self, pairs: int, batch_size: int) -> int:
         cfg = self.config
@@ -578,6 +679,7 @@ class Trainer:
                 "device": run.runtime.describe(),
                 "precision": run.runtime.precision,
                 "batch_size": run.batch_size,
+                "batch_size_choice": run.batch_choice,
                 "crop_size": run.sampler.crop_size,
                 "source_frames": imageio.format_frame_list(run.data.frames),
                 "input": cfg.input,
@@ -649,18 +751,22 @@ class Trainer:
         return plots.save_loss_curve(self.out_dir / "loss.png", steps, losses)
 
     # --------------------------------------------------------------------------- resume
-    def _resume(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        sampler: PatchSampler,
-        arguments: dict[str, Any],
-    ) -> int:
+    def _checkpoint_to_resume(self) -> Path:
         checkpoint_path = latest_checkpoint(self.out_dir)
         if checkpoint_path is None:
             raise TrainingError(
                 f"nothing to resume in {self.out_dir}: no checkpoints/checkpoint.*.cat; start a new run instead"
             )
+        return checkpoint_path
+
+    def _resume(
+        self,
+        checkpoint_path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sampler: PatchSampler,
+        arguments: dict[str, Any],
+    ) -> int:
         cat = catfile.load_cat(checkpoint_path)
         if cat.resume is None:
             raise CatFileError(f"{checkpoint_path} has no resume state (it is a model, not a checkpoint)")
@@ -692,6 +798,7 @@ class _RunContext:
     total_steps: int
     batch_size: int
     log: LossLog
+    batch_choice: str = "set"
     factor: int = 1  #: the resolution the sampler draws from: 1 full, 2 half, 4 quarter
     stage_samplers: dict[int, PatchSampler] = field(default_factory=dict)  #: by factor; 1 is the full one
 

@@ -266,7 +266,8 @@ def test_knob_changes_keep_total_steps_and_enabled_knobs_in_step(nuke_session, t
     nuke.user_set(node["frames"], "1,2")
     assert node["totalSteps"].value() == "100 steps (2 pairs, batch 2)"
     nuke.user_set(node["batchSizeType"], "Auto")
-    assert node["totalSteps"].value() == "100 steps (2 pairs, batch 2)" and not node["batchSize"].enabled()
+    assert node["totalSteps"].value() == "100–200 steps (2 pairs, batch auto: 1–2, chosen at the start)"
+    assert not node["batchSize"].enabled()
     nuke.user_set(node["initialWeights"], "Checkpoint")
     assert node["checkpointFile"].enabled()
     nuke.user_connect(node, 1, None)
@@ -333,3 +334,10 @@ def test_show_panel_without_the_panel_module_says_so(nuke_session, tmp_path, mon
     node = copycat(nuke, tmp_path)
     node["showTrainingPanel"].execute()
     assert len(nuke.STATE.messages) == 1 and "the training panel cannot load" in nuke.STATE.messages[0]
+
+
+def test_the_knob_side_auto_batch_limit_is_the_trainers(nuke_session):
+    from copycat_nuke import train
+    from copycat_nuke.nuke import training
+
+    assert training.AUTO_MAX_BATCH == train.AUTO_MAX_BATCH

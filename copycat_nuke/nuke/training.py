@@ -26,8 +26,9 @@ FRAMES_DIR = "frames"
 INPUT_PATTERN = "input.####.exr"
 TRUTH_PATTERN = "groundtruth.####.exr"
 FARM_JOB = "farm_job.yaml"
-#: Auto batch size: up to this many pairs per step (as copycat_nuke.train).
-AUTO_BATCH = 4
+#: Auto batch size: at most this many pairs per step (copycat_nuke.train.AUTO_MAX_BATCH, not imported
+#: here: torch loads only when training starts).
+AUTO_MAX_BATCH = 16
 #: GroundTruth ranges longer than this must be listed in Training Frames instead of searched.
 MAX_SEARCHED_FRAMES = 10000
 
@@ -102,10 +103,21 @@ def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
     return TrainingRequest(config=config, frames=knobs.text(node, "frames") or None)
 
 
-def total_steps(epochs: int, pairs: int, batch_size: Optional[int]) -> tuple[int, int]:
-    """Steps and batch size as Nuke counts them: ``ceil(epochs × pairs / batch)``."""
-    batch = batch_size or min(AUTO_BATCH, pairs)
-    return -(-epochs * pairs // max(batch, 1)), batch
+def total_steps(epochs: int, pairs: int, batch_size: int) -> int:
+    """Steps as Nuke counts them: ``ceil(epochs × pairs / batch)``."""
+    return -(-epochs * pairs // max(batch_size, 1))
+
+
+def describe_total_steps(epochs: int, pairs: int, batch_size: Optional[int], about: str = "") -> str:
+    """The Total Steps line: exact for a Manual batch; for Auto the range its batch (1 to the pairs, at most
+    :data:`AUTO_MAX_BATCH`, decided when training starts) allows."""
+    if batch_size is not None:
+        return f"{about}{total_steps(epochs, pairs, batch_size):,} steps ({pairs} pairs, batch {batch_size})"
+    largest = max(1, min(pairs, AUTO_MAX_BATCH))
+    if largest == 1:
+        return f"{about}{total_steps(epochs, pairs, 1):,} steps ({pairs} pairs, batch 1)"
+    fewest, most = total_steps(epochs, pairs, largest), total_steps(epochs, pairs, 1)
+    return f"{about}{fewest:,}–{most:,} steps ({pairs} pairs, batch auto: 1–{largest}, chosen at the start)"
 
 
 def update_total_steps(node: nuke.Node) -> None:
@@ -129,8 +141,7 @@ def update_total_steps(node: nuke.Node) -> None:
     else:
         knobs.set_value(node, "totalSteps", "total steps: connect GroundTruth")
         return
-    steps, batch = total_steps(epochs, pairs, batch_size)
-    knobs.set_value(node, "totalSteps", f"{about}{steps:,} steps ({pairs} pairs, batch {batch})")
+    knobs.set_value(node, "totalSteps", describe_total_steps(epochs, pairs, batch_size, about))
 
 
 def update_enabled(node: nuke.Node) -> None:
