@@ -230,7 +230,7 @@ def _encode_members(
         raise _Invalid(f"this copycat_nuke writes format version {FORMAT_VERSION} only")
     architecture = manifest.architecture
     if architecture in ARCHITECTURES and isinstance(manifest.arguments, Mapping):
-        manifest = dataclasses.replace(manifest, arguments=_complete_arguments(architecture, manifest.arguments))
+        manifest = dataclasses.replace(manifest, arguments=complete_arguments(architecture, manifest.arguments))
     manifest_data = {f.name: getattr(manifest, f.name) for f in dataclasses.fields(Manifest)}
     order = ["format_version", "kind", "architecture", "arguments", "channels_in", "channels_out"]
     order += ["scale", "transfer", "training", "config"]
@@ -276,7 +276,7 @@ def _encode_members(
     return members
 
 
-def _complete_arguments(architecture: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+def complete_arguments(architecture: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """``arguments`` with every constructor default filled in, so the file never relies on defaults."""
     complete = {
         name: parameter.default
@@ -656,7 +656,7 @@ def _manifest_from_data(data: Any) -> Manifest:
         arguments = validate_arguments(architecture, data["arguments"])
     except ConfigError as exc:
         raise _Invalid(str(exc)) from None
-    defaults = _complete_arguments(architecture, {})
+    defaults = complete_arguments(architecture, {})
     for key, expected in (("channels_in", "in_channels"), ("channels_out", "out_channels")):
         channels = data[key]
         if (
@@ -1050,6 +1050,7 @@ __all__ = [
     "CatFile",
     "Manifest",
     "ResumeState",
+    "complete_arguments",
     "describe",
     "flatten_optimizer_state",
     "format_description",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from copycat_nuke import __version__
 from copycat_nuke.config import TrainConfig, from_dict, load_yaml, to_dict
@@ -97,6 +97,19 @@ class _GracefulInterrupt:
 
 
 # ------------------------------------------------------------------------------------------- train
+def _batch_size(text: str) -> Union[int, str]:
+    """``--batch-size``: a whole number of at least 1, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of patches (at least 1), or auto")
+    return value
+
+
 _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "input": {"help": "Input sequence: shot.####.exr, shot.%04d.exr, shot.@@@@.exr, a directory or a file"},
     "target": {"help": "Ground Truth sequence (same forms); training pairs are frames where it exists"},
@@ -109,7 +122,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
         "help": "network size (default medium, 6.9M weights)",
     },
     "batch_size": {
-        "type": lambda text: None if text.strip().lower() == "auto" else int(text),
+        "type": _batch_size,
         "help": "patches per step, or auto (default): from free GPU memory, or what keeps a CPU step ≤ 2 s; "
         "never more than the pairs",
     },
@@ -151,7 +164,10 @@ def _add_train(sub: Any) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     config = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    return from_dict(TrainConfig, {**to_dict(config), **given}, source="command line")
+    merged = {**to_dict(config), **given}
+    if merged.get("batch_size") == "auto":  # overrides a number from --config too
+        merged["batch_size"] = None
+    return from_dict(TrainConfig, merged, source="command line")
 
 
 def _run_train(args: argparse.Namespace) -> int:

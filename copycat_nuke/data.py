@@ -124,13 +124,13 @@ def _check_int(value: Any, what: str, minimum: int) -> int:
     return int(value)
 
 
-MAX_SCALE = 4
-"""The largest Ground Truth / Input size ratio a job may have (an upscaler's factor)."""
+MAX_SCALE = 2
+"""The largest Ground Truth / Input size ratio a job may have (an upscaler's factor; ×4 is ×2 twice)."""
 
 
 def infer_scale(pairs: Sequence[Pair]) -> int:
     """The job's scale from its first pair: 1 when Input and Ground Truth are the same size, ``k`` when
-    the Ground Truth is exactly ``k`` times the Input in both directions (an Upscale job, k ≤ 4).
+    the Ground Truth is exactly twice the Input in both directions (an Upscale job).
 
     Raises:
         ResolutionMismatchError: any other sizes (naming the pair and both sizes).
@@ -145,7 +145,7 @@ def infer_scale(pairs: Sequence[Pair]) -> int:
     raise ResolutionMismatchError(
         f"{_pair_name(0, pair.label)}: the Input is {_size(inp)} but the Ground Truth is {_size(tgt)} pixels "
         "(width×height). Each Input and its Ground Truth must be the same size (or, to train an upscaler, "
-        f"the Ground Truth exactly 2 to {MAX_SCALE} times the Input); reformat one of them."
+        f"the Ground Truth exactly {MAX_SCALE} times the Input); reformat one of them."
     )
 
 

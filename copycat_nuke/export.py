@@ -195,7 +195,7 @@ def export_module(model: Union[str, Path, catfile.CatFile]) -> ExportModule:
 
     Raises:
         CatFileError: the file cannot be read, its architecture cannot be exported, or its network does not
-            produce the manifest's scale (this version's MSRN has no upscale head).
+            produce the manifest's scale.
     """
     cat = model if isinstance(model, catfile.CatFile) else catfile.load_cat(model)
     manifest = cat.manifest

@@ -22,7 +22,6 @@ import math
 import re
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -140,7 +139,7 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
     """Read the Input/Ground Truth frames of a job into working-space :class:`Pair` s.
 
     Training frames are ``config.frames`` or, when unset, every frame where the Ground Truth exists.
-    The first pair decides the scale: a Ground Truth exactly 2–4× its Input trains an upscaler.
+    The first pair decides the scale: a Ground Truth exactly twice its Input trains a ×2 upscaler.
     Raises a :class:`CopyCatError` naming the file or frame at fault before any training starts.
     """
     if not config.input or not config.target:
@@ -224,7 +223,7 @@ def learning_rate(step: int, total_steps: int, base: float) -> float:
 #: job's crop size divided by its factor (at least 32 pixels), so its steps cost about 1/factor² as much
 #: and each crop still covers the same share of the frame.
 MULTI_RESOLUTION_STAGES: tuple[tuple[int, float], ...] = ((4, 0.2), (2, 0.2))
-#: A stage is skipped when its downscaled frames (or crops) would be smaller than this.
+#: A stage's crops are at least this many pixels; a stage whose downscaled frames are smaller is skipped.
 MULTI_RESOLUTION_MIN_SIDE = 32
 
 
@@ -244,14 +243,18 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
     """Each pair box-averaged ÷``factor`` in linear light (back in working space); sides cropped to
     multiples of ``factor`` first. An upscaler's pairs keep their size ratio."""
 
-    def shrink(image: np.ndarray) -> np.ndarray:
-        h, w, c = image.shape
-        h, w = h // factor * factor, w // factor * factor
+    def shrink(image: np.ndarray, h: int, w: int) -> np.ndarray:
+        c = image.shape[2]
         linear = working.from_working(image[:h, :w])
         small = linear.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3), dtype=np.float64)
         return np.ascontiguousarray(working.to_working(small.astype(np.float32)))
 
-    return [Pair(shrink(pair.input), shrink(pair.target), pair.label) for pair in pairs]
+    shrunk = []
+    for pair in pairs:
+        h, w = pair.input.shape[0] // factor * factor, pair.input.shape[1] // factor * factor
+        scale = pair.target.shape[0] // pair.input.shape[0]  # trimmed alike, the Ground Truth stays scale×
+        shrunk.append(Pair(shrink(pair.input, h, w), shrink(pair.target, h * scale, w * scale), pair.label))
+    return shrunk
 
 
 #: Automatic batch size on a CPU: as many patches as keep one step within this many seconds (the loss
@@ -290,7 +293,7 @@ def auto_batch_size(
 ) -> tuple[int, str]:
     """The batch size for ``--batch-size auto`` and a sentence saying how it was chosen.
 
-    GPU: the largest batch whose measured memory (two probe steps, at batch 1 and 2) fits
+    GPU: the largest batch whose measured memory (probe steps at batch 1 and 3, after a warm-up) fits
     :data:`AUTO_GPU_MEMORY_SHARE` of the free memory. CPU (and MPS): as many patches as keep a step within
     :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1. Never more than
     ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
@@ -301,7 +304,8 @@ def auto_batch_size(
         free = torch.cuda.mem_get_info(device)[0]
         peaks = []
         try:
-            for batch in (1, 2):
+            _probe_step(model, runtime, 1, channels_in, channels_out, crop, scale)  # one-time allocations
+            for batch in (1, 3):
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
@@ -310,8 +314,8 @@ def auto_batch_size(
                 peaks.append(torch.cuda.max_memory_allocated(device) - base)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            return 1, f"a {crop}² probe step ran out of GPU memory at batch {len(peaks) + 1}: batch 1"
-        per_patch = max(peaks[1] - peaks[0], 1)
+            return 1, f"a {crop}² probe step ran out of GPU memory: batch 1"
+        per_patch = max((peaks[1] - peaks[0]) // 2, peaks[0] // 2, 1)  # never below half the batch-1 peak
         fixed = max(peaks[0] - per_patch, 0)
         fits = int((free * AUTO_GPU_MEMORY_SHARE - fixed) // per_patch)
         batch = max(1, min(fits, cap))
@@ -479,7 +483,7 @@ class Trainer:
                     log.truncate(start_step)
                 else:
                     log.reset()
-                save_yaml(cfg, self.out_dir / "config.yaml")
+                save_yaml(replace(cfg, batch_size=batch_size), self.out_dir / "config.yaml")  # auto, as chosen
             context = _RunContext(
                 model=model,
                 forward=distributed.wrap(self.dist, _Levels(model), runtime.device),
@@ -528,10 +532,25 @@ class Trainer:
             if isinstance(saved, int) and 1 <= saved <= len(data.pairs):
                 return saved, f"auto, kept from {checkpoint.name}"
         crop = min(cfg.crop_size, *(min(pair.input.shape[:2]) for pair in data.pairs)) // 16 * 16
-        batch, how = auto_batch_size(
-            model, runtime, len(data.channels_in), len(data.channels_out), max(16, crop), data.scale, len(data.pairs)
-        )
+        failure: Optional[BaseException] = None
+        try:
+            batch, how = auto_batch_size(
+                model,
+                runtime,
+                len(data.channels_in),
+                len(data.channels_out),
+                max(16, crop),
+                data.scale,
+                len(data.pairs),
+            )
+        except Exception as error:  # every rank must reach the collective below, or the others hang in it
+            failure, batch, how = error, 0, ""
         agreed = distributed.min_over_ranks(self.dist, batch, runtime.device)
+        if agreed < 1:
+            reason = f"{type(failure).__name__}: {failure}" if failure else "it failed on another rank"
+            raise TrainingError(
+                f"choosing the batch size automatically failed ({reason}); set a batch size instead (--batch-size N)"
+            ) from failure
         return agreed, f"auto: {how}" + (f"; {agreed} agreed over the ranks" if agreed != batch else "")
 
     def _total_steps(self, pairs: int, batch_size: int) -> int:
@@ -643,22 +662,22 @@ class Trainer:
                 run.stage_samplers[factor] = run.sampler
                 run.factor = factor
                 return
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sampler = PatchSampler(
-                    pairs,
-                    crop_size=crop,
-                    batch_size=run.batch_size,
-                    difference_share=self.config.difference_share,
-                    seed=self.config.seed,
-                    rank=self.dist.rank,
-                    scale=run.data.scale,
-                )
+            sampler = PatchSampler(  # the crop fits and is a multiple of 16: no warning
+                pairs,
+                crop_size=crop,
+                batch_size=run.batch_size,
+                difference_share=self.config.difference_share,
+                seed=self.config.seed,
+                rank=self.dist.rank,
+                scale=run.data.scale,
+            )
             run.stage_samplers[factor] = sampler
         if sampler is not run.sampler:
             sampler.load_state_dict(run.sampler.state_dict())
         run.sampler = sampler
         run.factor = factor
+        if factor == 1:  # the coarse stages are over: free their downscaled pairs
+            run.stage_samplers = {1: sampler}
 
     # ------------------------------------------------------------------------- writing
     def _manifest(self, run: _RunContext, step: int, final_loss: float, clock: float, kind: str) -> catfile.Manifest:
@@ -680,7 +699,7 @@ class Trainer:
                 "precision": run.runtime.precision,
                 "batch_size": run.batch_size,
                 "batch_size_choice": run.batch_choice,
-                "crop_size": run.sampler.crop_size,
+                "crop_size": run.stage_samplers[1].crop_size,
                 "source_frames": imageio.format_frame_list(run.data.frames),
                 "input": cfg.input,
                 "target": cfg.target,
@@ -689,7 +708,7 @@ class Trainer:
                 "torch_version": str(torch.__version__),
                 "hardware": describe_hardware(run.runtime.device),
             },
-            config=to_dict(cfg),
+            config=to_dict(replace(cfg, batch_size=run.batch_size)),
         )
 
     def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -770,7 +789,10 @@ class Trainer:
         cat = catfile.load_cat(checkpoint_path)
         if cat.resume is None:
             raise CatFileError(f"{checkpoint_path} has no resume state (it is a model, not a checkpoint)")
-        if cat.manifest.architecture != "msrn" or cat.manifest.arguments != arguments:
+        saved = (
+            catfile.complete_arguments("msrn", cat.manifest.arguments) if cat.manifest.architecture == "msrn" else {}
+        )
+        if cat.manifest.architecture != "msrn" or saved != catfile.complete_arguments("msrn", arguments):
             raise CatFileError(
                 f"{checkpoint_path} is a different network ({cat.manifest.arguments}) from this job's "
                 f"({arguments}): resume with the settings it was trained with, or start a new run"

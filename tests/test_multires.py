@@ -114,3 +114,37 @@ def test_the_command_line_switches_multi_resolution(flag, expected):
 
     args = build_parser().parse_args(["train", "--input", "a.####.exr", "--target", "b.####.exr", "--out", "o", *flag])
     assert _train_config(args).multi_resolution is expected
+
+
+def test_an_upscaler_with_odd_frame_sizes_trains_at_every_stage(tmp_path, monkeypatch):
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = PatchSampler.next_batch
+
+    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
+        batch = real(self)
+        shapes.append((tuple(batch[0].shape), tuple(batch[1].shape)))
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "next_batch", record)
+    rng = np.random.default_rng(8)
+    for frame in (1, 2):
+        truth = rng.random((270, 202, 3), dtype=np.float32)
+        imageio.write_frame(tmp_path / f"lo.{frame:04d}.exr", truth[::2, ::2], "rgb", pixel_type="float")
+        imageio.write_frame(tmp_path / f"hi.{frame:04d}.exr", truth, "rgb", pixel_type="float")
+    job = config(
+        tmp_path / "job", input=str(tmp_path / "lo.####.exr"), target=str(tmp_path / "hi.####.exr"), crop_size=64
+    )
+    train_model(job)  # 135×101 Inputs: ÷4 is 33×25 (skipped, under 32), ÷2 is 67×50 with a 134×100 Ground Truth
+    full, half = ((2, 3, 64, 64), (2, 3, 128, 128)), ((2, 3, 32, 32), (2, 3, 64, 64))
+    assert shapes == [full] * 2 + [half] * 2 + [full] * 6
+
+
+def test_auto_on_the_command_line_overrides_a_batch_size_from_the_config(tmp_path):
+    from copycat_nuke.cli import _train_config, build_parser
+    from copycat_nuke.config import save_yaml
+
+    save_yaml(TrainConfig(input="a.####.exr", target="b.####.exr", out="o", batch_size=3), tmp_path / "job.yaml")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "job.yaml"), "--batch-size", "auto"])
+    assert _train_config(args).batch_size is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--batch-size", "0"])

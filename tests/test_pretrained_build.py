@@ -211,3 +211,10 @@ def test_grey_photographs_come_back_as_linear_rgb():
     assert name == "camera.png" and pixels.dtype == np.float32
     assert pixels.ndim == 3 and pixels.shape[2] == 3 and np.array_equal(pixels[..., 0], pixels[..., 2])
     assert pixels.min() >= 0 and pixels.max() <= 1 and float(pixels.mean()) < 0.5  # linear light is darker
+
+
+def test_a_recipe_cannot_set_paths_or_unknown_settings(tmp_path):
+    recipe = quick(build.load_recipe("deblur"), batch_size=2, crop_size=32, out="/elsewhere", colour="red")
+    with pytest.raises(ConfigError, match=r"train settings colour, out are not allowed"):
+        build.build(recipe, tmp_path / "out", steps=1, images=[("a", textured())], device="cpu")
+    assert not (tmp_path / "out").exists()

@@ -249,3 +249,21 @@ def test_torchscript_export_of_a_x2_model_matches_apply_model(tmp_path, x2_model
     eager = infer.apply_model(infer.load_model(x2_model, "cpu"), image, tile=0)
     assert result.shape == eager.shape == (74, 100, 3)
     assert np.abs(result - eager).max() <= 1e-4
+
+
+def test_a_x2_torchscript_calls_only_operators_that_nukes_torch_1_12_has(tmp_path, x2_model):
+    import re
+    import zipfile
+
+    path = export.export_torchscript(x2_model, tmp_path / "ops.pt")
+    with zipfile.ZipFile(path) as archive:
+        code = "\n".join(archive.read(n).decode() for n in archive.namelist() if n.endswith(".py"))
+    called = set(re.findall(r"\b(?:torch|ops\.aten)\.([A-Za-z_0-9]+)\(", code))
+    assert {"pixel_shuffle", "pixel_unshuffle"} <= called
+    assert called <= export.TORCH_1_12_OPERATORS, called - export.TORCH_1_12_OPERATORS
+
+
+def test_ground_truth_three_times_the_input_is_refused_naming_the_pair():
+    pair = Pair(np.zeros((16, 16, 3), np.float32), np.zeros((48, 48, 3), np.float32), "frame 7")
+    with pytest.raises(ResolutionMismatchError, match=r"frame 7.*exactly 2 times the Input"):
+        infer_scale([pair])

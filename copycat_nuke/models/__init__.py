@@ -29,7 +29,7 @@ _ARGUMENTS: dict[str, dict[str, tuple[type[Any], int, int]]] = {
         "levels": (int, 1, 5),
         "blocks": (int, 0, 8),
         "lstm": (bool, 0, 1),
-        "scale": (int, 1, 4),
+        "scale": (int, 1, 2),  # ×4 is ×2 twice (copycat_nuke.upscale)
     }
 }
 

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -31,7 +31,6 @@ import yaml
 
 from copycat_nuke import catfile, imageio
 from copycat_nuke.config import TrainConfig
-from copycat_nuke.device import describe_hardware
 from copycat_nuke.errors import ConfigError, CopyCatError
 from copycat_nuke.pretrained import shipped_model
 from copycat_nuke.train import Listener, Trainer
@@ -237,6 +236,13 @@ def build(
     out = Path(out_dir)
     pairs = make_pairs(recipe, images if images is not None else photographs(recipe.images))
     settings = dict(recipe.train)
+    allowed = {f.name for f in fields(TrainConfig)} - {"input", "target", "out", "device", "resume", "frames"}
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"recipe {recipe.name}: train settings {', '.join(unknown)} are not allowed; "
+            f"use {', '.join(sorted(allowed))}"
+        )
     if steps is not None:
         settings["steps"] = steps
     with tempfile.TemporaryDirectory(prefix=f"copycat-recipe-{recipe.name}-") as scratch:
@@ -255,7 +261,6 @@ def build(
     described = f"recipe:{recipe.name} ({len(pairs)} pairs from {len(recipe.images)} photographs)"
     training = dict(cat.manifest.training)
     training.update(
-        hardware=describe_hardware(),  # the machine this process trained on
         recipe=recipe.name,
         recipe_sha256=recipe.sha256,
         data=f"scikit-image bundled photographs: {', '.join(recipe.images)}" if images is None else "test images",
@@ -285,7 +290,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:
-        path = build(args.recipe, args.out, steps=args.steps, install=args.install, listeners=[TqdmListener()])
+        path = build(
+            args.recipe,
+            args.out,
+            steps=args.steps,
+            install=args.install,
+            listeners=[TqdmListener()],
+            device=args.device,
+        )
     except CopyCatError as error:
         print(f"build: error: {error}", file=sys.stderr)
         return 2
