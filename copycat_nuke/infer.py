@@ -445,6 +445,22 @@ def _check_outputs(source: imageio.ImageSequence, target: imageio.ImageSequence,
             )
 
 
+def plan_outputs(
+    input_pattern: str, output_pattern: str, frames: Union[str, Sequence[int], None] = None
+) -> tuple[imageio.ImageSequence, imageio.ImageSequence, list[int]]:
+    """The input and output sequences of a job and its frames, after checking that every frame exists and
+    that no output would overwrite an input (fail before long work, not after it).
+
+    Raises:
+        FrameMissingError, SequenceError: naming the frames or the pattern at fault.
+    """
+    source = imageio.ImageSequence.parse(input_pattern)
+    target = imageio.ImageSequence.parse(output_pattern)
+    numbers = source.frames(frames)
+    _check_outputs(source, target, numbers)
+    return source, target, numbers
+
+
 def infer_sequence(
     model_path: Union[str, Path, LoadedModel],
     input_pattern: str,
@@ -475,10 +491,7 @@ def infer_sequence(
         FrameMissingError, SequenceError, ChannelError, ImageIOError, CatFileError, ConfigError: as above,
         each naming the file or setting at fault.
     """
-    source = imageio.ImageSequence.parse(input_pattern)
-    target = imageio.ImageSequence.parse(output_pattern)
-    numbers = source.frames(frames)
-    _check_outputs(source, target, numbers)
+    source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
     model = model_path if isinstance(model_path, LoadedModel) else load_model(model_path, device, half)
     _check_tiling(tile, overlap, model.multiple)
     return run_frames(
@@ -579,6 +592,7 @@ __all__ = [
     "infer_frame",
     "infer_sequence",
     "load_model",
+    "plan_outputs",
     "plan_spans",
     "run_frames",
 ]

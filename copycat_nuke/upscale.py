@@ -32,13 +32,13 @@ from copycat_nuke.infer import (
     DEFAULT_OVERLAP,
     LoadedModel,
     ProgressCallback,
-    _check_outputs,
     _check_size,
     _check_tiling,
     _input_channels,
     apply_model,
     infer_sequence,
     load_model,
+    plan_outputs,
     run_frames,
 )
 from copycat_nuke.pretrained import require_shipped_model
@@ -198,11 +198,7 @@ def check_outputs(input_pattern: str, output_pattern: str, frames: Union[str, Se
     Raises:
         FrameMissingError, SequenceError: naming the frames or the pattern at fault.
     """
-    source = imageio.ImageSequence.parse(input_pattern)
-    target = imageio.ImageSequence.parse(output_pattern)
-    numbers = source.frames(frames)
-    _check_outputs(source, target, numbers)
-    return numbers
+    return plan_outputs(input_pattern, output_pattern, frames)[2]
 
 
 def upscale_sequence(
@@ -240,10 +236,7 @@ def upscale_sequence(
     loaded = _load("upscale", model, device, half)
     _check_passes(loaded, scale)
     _check_tiling(tile, overlap, loaded.multiple)
-    source = imageio.ImageSequence.parse(input_pattern)
-    target = imageio.ImageSequence.parse(output_pattern)
-    numbers = source.frames(frames)
-    _check_outputs(source, target, numbers)
+    source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
     return run_frames(
         loaded,
         source,
