@@ -6,6 +6,8 @@ Errors on bad input print one clear line (``copycat: error: …``) and exit with
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import math
 import signal
@@ -506,7 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_native_crashes() -> None:
+    """A crash in native code (gloo on a farm node, a GPU driver) prints the Python stack of every thread."""
+    if faulthandler.is_enabled():
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a file descriptor
+        faulthandler.enable()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _show_native_crashes()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):

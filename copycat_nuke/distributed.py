@@ -16,6 +16,7 @@ gradients every step: fewer exchanges on slow networks, at some cost in quality)
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -121,9 +122,22 @@ def start(context: DistributedContext, device: torch.device) -> None:
         ) from None
 
 
+def finish_together(context: DistributedContext) -> None:
+    """Wait until every rank got here (rank 0 has written the model), so no rank tears its connections
+    down while another still works: the ranks of a finished run leave together."""
+    if not context.enabled:
+        return
+    with collective(context):
+        dist.barrier()
+
+
 def stop(context: DistributedContext) -> None:
-    """Leave the process group (safe to call when none was joined)."""
+    """Leave the process group (safe to call when none was joined).
+
+    Collective work objects still referenced when the interpreter shuts down are freed by gloo's threads
+    without the interpreter (a SIGABRT at exit): collect them first, while the group still exists."""
     if context.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -628,6 +628,7 @@ class Trainer:
             model_path = self._write_model(run, step, final_loss, clock)
             run.log.flush()
             self._write_loss_plot(run.log)
+        distributed.finish_together(self.dist)
         seconds = time.perf_counter() - clock
         self._emit(
             Finished(

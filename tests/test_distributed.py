@@ -91,6 +91,14 @@ def start_ranks(tmp_path: Path, config_path: Path, **extra: str) -> list[subproc
     ]
 
 
+def workers_said(err: str) -> str:
+    """A failed run's stderr without torchrun's own report, which would bury what the ranks printed."""
+    own = err.find("torch.distributed.elastic.multiprocessing.errors.ChildFailedError")
+    report = err[own:] if own >= 0 else ""
+    said = err[:own] if own >= 0 else err
+    return said[-6000:] + "\n" + report[-1500:]
+
+
 def finish(processes: list[subprocess.Popen[str]], timeout: float = 300) -> list[tuple[int, str]]:
     results = []
     for process in processes:
@@ -170,7 +178,7 @@ def test_torchrun_launches_copycat_train(tmp_path):
         "--quiet",
     ]
     ((code, err),) = finish([launch(command, env)])
-    assert code == 0, err[-2000:]
+    assert code == 0, workers_said(err)
     assert catfile.read_manifest(tmp_path / "run" / "model.cat").training["steps"] == 3
 
 
@@ -186,7 +194,7 @@ def test_a_killed_rank_makes_the_other_exit_with_a_clear_error(tmp_path):
     processes[1].send_signal(signal.SIGKILL)
     started = time.monotonic()
     _, err = processes[0].communicate(timeout=90)
-    assert processes[0].returncode == 2, err[-2000:]
+    assert processes[0].returncode == 2, workers_said(err)
     assert "lost contact with the other training processes" in err
     assert time.monotonic() - started < 90
     processes[1].wait()
