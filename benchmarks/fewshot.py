@@ -7,7 +7,10 @@ and a 3×4 colour matrix fitted on the training pairs. Floor: ≥ 6 dB over the 
 spatial effect.
 
     python benchmarks/fewshot.py [--effects soften,grade,markers] [--steps 1800] [--size small]
-        [--variants default,lstm] [--plot curve.png]
+        [--batch 3|auto] [--variants default,lstm,multires,lr1e-3,lr2e-3] [--plot curve.png]
+
+Time to quality: each run also reports the training minutes (and CPU minutes) until held-out PSNR first
+came within 0.5 dB of the best it reached.
 """
 
 from __future__ import annotations
@@ -98,12 +101,15 @@ EFFECTS: dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarray]]] = {
 }
 
 
+Point = tuple[float, int, float, float]  # training minutes, step, held-out PSNR, CPU minutes
+
+
 class HeldOutCurve:
     """Listener: scores every checkpoint on the held-out frames while training runs.
 
-    Scoring time is kept off the clock: ``points`` are (training minutes, step, PSNR) with the minutes
-    the trainer alone spent. ``cpu_seconds`` is this process's CPU time in training (all threads): with
-    other work on the machine, wall-clock minutes overstate the cost and CPU time does not.
+    Scoring time is kept off the clock: ``points`` are (training minutes, step, PSNR, CPU minutes) with
+    the minutes the trainer alone spent. CPU minutes are this process's CPU time in training (all
+    threads): with other work on the machine, wall-clock minutes overstate the cost and CPU time does not.
     """
 
     def __init__(self, inputs: dict[int, np.ndarray], truths: dict[int, np.ndarray], held_out: list[int]) -> None:
@@ -112,7 +118,7 @@ class HeldOutCurve:
         self.paused = 0.0
         self.cpu_start = time.process_time()
         self.cpu_paused = 0.0
-        self.points: list[tuple[float, int, float]] = []
+        self.points: list[Point] = []
 
     def cpu_seconds(self) -> float:
         return time.process_time() - self.cpu_start - self.cpu_paused
@@ -131,15 +137,16 @@ class HeldOutCurve:
         elif isinstance(event, CheckpointWritten):
             clock = self.training_seconds()
             began, cpu_began = time.perf_counter(), time.process_time()
-            self.points.append((round(clock / 60, 3), event.step, round(self.score(event.path), 2)))
+            cpu = self.cpu_seconds()
+            self.points.append((round(clock / 60, 3), event.step, round(self.score(event.path), 2), round(cpu / 60, 3)))
             self.paused += time.perf_counter() - began
             self.cpu_paused += time.process_time() - cpu_began
 
 
-def minutes_to_plateau(points: list[tuple[float, int, float]], within_db: float = 0.5) -> float:
-    """Training minutes until held-out PSNR first comes within ``within_db`` of its best."""
+def minutes_to_plateau(points: list[Point], within_db: float = 0.5, cpu: bool = False) -> float:
+    """Training minutes (or CPU minutes) until held-out PSNR first comes within ``within_db`` of its best."""
     best = max(p[2] for p in points)
-    return next(minutes for minutes, _, value in points if value >= best - within_db)
+    return next(p[3] if cpu else p[0] for p in points if p[2] >= best - within_db)
 
 
 def run_effect(
@@ -158,7 +165,7 @@ def run_effect(
         "frames": ",".join(map(str, TRAIN_FRAMES)),
         "steps": args.steps,
         "model_size": args.size,
-        "batch_size": args.batch,
+        "batch_size": None if args.batch == "auto" else int(args.batch),
         "crop_size": args.crop,
         "checkpoint_interval": max(1, args.steps // args.points),
         "image_interval": 10**9,
@@ -172,7 +179,8 @@ def run_effect(
     train_seconds = curve.training_seconds()
     cpu_seconds = curve.cpu_seconds()
     if not curve.points or curve.points[-1][1] != result.steps:  # the last checkpoint is the model
-        curve.points.append((round(train_seconds / 60, 3), result.steps, round(curve.score(result.model_path), 2)))
+        score = round(curve.score(result.model_path), 2)
+        curve.points.append((round(train_seconds / 60, 3), result.steps, score, round(cpu_seconds / 60, 3)))
     final = curve.points[-1][2]
     matrix = fit_colour_matrix((inputs[f] for f in TRAIN_FRAMES), (truths[f] for f in TRAIN_FRAMES))
     scores = {
@@ -192,7 +200,8 @@ def run_effect(
         "held_out_psnr_db": {k: round(v, 2) for k, v in scores.items()},
         "gain_over_best_baseline_db": round(scores["copycat"] - best_baseline, 2),
         "minutes_to_within_0.5db_of_best": minutes_to_plateau(curve.points),
-        "curve_minutes_step_psnr": curve.points,
+        "cpu_minutes_to_within_0.5db_of_best": minutes_to_plateau(curve.points, cpu=True),
+        "curve_minutes_step_psnr_cpuminutes": curve.points,
     }
 
 
@@ -200,6 +209,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "lstm": {"lstm": True},
     "multires": {"multi_resolution": True},
+    "lr1e-3": {"learning_rate": 1e-3},
+    "lr2e-3": {"learning_rate": 2e-3},
 }
 
 
@@ -207,8 +218,8 @@ def save_plot(path: Path, results: dict[str, dict[str, dict[str, object]]]) -> N
     """PSNR against training minutes, one line per effect and variant."""
     series = {
         f"{effect} {variant}": (
-            [p[0] for p in run["curve_minutes_step_psnr"]],  # type: ignore[attr-defined]
-            [p[2] for p in run["curve_minutes_step_psnr"]],  # type: ignore[attr-defined]
+            [p[0] for p in run["curve_minutes_step_psnr_cpuminutes"]],  # type: ignore[attr-defined]
+            [p[2] for p in run["curve_minutes_step_psnr_cpuminutes"]],  # type: ignore[attr-defined]
         )
         for variant, effects in results.items()
         for effect, run in effects.items()
@@ -235,7 +246,7 @@ def main() -> None:
     parser.add_argument("--effects", default="soften,grade")
     parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--size", default="small")
-    parser.add_argument("--batch", type=int, default=3)
+    parser.add_argument("--batch", default="3", help="patches per step, or auto (the trainer's default)")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--variants", default="default", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--points", type=int, default=8, help="held-out scores along the way")
@@ -254,7 +265,8 @@ def main() -> None:
         for name in args.effects.split(","):
             with tempfile.TemporaryDirectory() as directory:
                 results[variant][name] = run_effect(name, frames, args, Path(directory), VARIANTS[variant])
-            print(f"fewshot: {variant} {name} done", file=sys.stderr, flush=True)
+            done = {"variant": variant, "effect": name, **results[variant][name]}
+            print(f"fewshot: done {json.dumps(done)}", file=sys.stderr, flush=True)  # kept if a later run dies
     if args.plot:
         save_plot(args.plot, results)
     report = {

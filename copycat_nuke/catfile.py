@@ -428,6 +428,9 @@ def format_description(info: Mapping[str, Any]) -> str:
         f"  scale          {info['scale']}×",
         f"  transfer       {_describe_transfer(info['transfer'])}",
     ]
+    temporal = int(info["arguments"].get("temporal", 0) or 0)
+    if temporal:
+        lines.insert(-1, f"  temporal       sees {temporal} neighbouring frame(s) on each side")
     training = dict(info.get("training") or {})
     if training:
         lines.append("  training")

@@ -129,6 +129,12 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
         "never more than the pairs",
     },
     "crop_size": {"type": int, "help": "patch size in pixels, a multiple of 16 (default 256)"},
+    "temporal": {
+        "type": int,
+        "metavar": "N",
+        "help": "the network also sees N Input frames on each side, against flicker (0-3, default 0); "
+        "pairs without all their neighbours are left out",
+    },
     "initial_weights": {"help": "none, upscale or deblur (the shipped networks), or a .cat (model or checkpoint)"},
     "checkpoint_interval": {"type": int, "help": "steps between checkpoints (default 1000)"},
     "image_interval": {"type": int, "help": "steps between contact sheets (default 100)"},

@@ -25,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODEL_SIZES = ("small", "medium", "large")
 LOSSES = ("charbonnier", "l1", "mse")
+#: The most neighbouring frames on each side a temporal network may see (``temporal``).
+MAX_TEMPORAL = 3
 
 
 @dataclass
@@ -57,6 +59,9 @@ class TrainConfig:
     lstm: bool = False
     #: early steps on downscaled pairs (¼, then ½ resolution), then full resolution: see train.py
     multi_resolution: bool = False
+    #: neighbouring Input frames the network also sees on each side (0: one frame; at most MAX_TEMPORAL),
+    #: against flicker; pairs whose neighbours are missing from the Input sequence are left out
+    temporal: int = 0
     loss: str = "charbonnier"  #: charbonnier (default, by measurement), l1 or mse
     resume: bool = False
 
@@ -74,6 +79,12 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("loss", self.loss, LOSSES)
+        temporal = self.temporal
+        if isinstance(temporal, bool) or not isinstance(temporal, int) or not 0 <= temporal <= MAX_TEMPORAL:
+            raise ConfigError(
+                "temporal must be a whole number of neighbouring frames on each side, "
+                f"0 to {MAX_TEMPORAL} (got {self.temporal!r})"
+            )
         if not 0.0 <= self.difference_share <= 1.0:
             raise ConfigError(f"difference_share must be between 0 and 1 (got {self.difference_share})")
         if not 0.0 < self.learning_rate < 1.0:

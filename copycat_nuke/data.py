@@ -58,7 +58,9 @@ __all__ = [
     "epochs_for_steps",
     "infer_scale",
     "max_batch_size",
+    "stack_frames",
     "steps_for_epochs",
+    "temporal_offsets",
     "validate_pairs",
 ]
 
@@ -83,11 +85,35 @@ class Pair:
 
     ``input`` is ``H×W×Cin`` and ``target`` ``H×W×Cout`` (same ``H×W``; ``H×W`` arrays count as one
     channel). ``label`` names the pair in messages, e.g. ``"frame 1001"`` or the file names.
+
+    A temporal pair (``frames`` > 1) holds its frame and its neighbours in ``input``, stacked along the
+    channels as :func:`stack_frames` does (the frame itself first): ``Cin`` = ``frames`` × the frame's own.
     """
 
     input: np.ndarray
     target: np.ndarray
     label: str = ""
+    frames: int = 1
+
+    @property
+    def centre(self) -> np.ndarray:
+        """The Input frame itself (without a temporal pair's neighbours)."""
+        if self.frames == 1:
+            return self.input
+        return self.input[:, :, : self.input.shape[2] // self.frames]
+
+
+def temporal_offsets(temporal: int) -> list[int]:
+    """Frame offsets of a temporal network's neighbours, in the order they are stacked: −N…−1, +1…+N."""
+    return [*range(-temporal, 0), *range(1, temporal + 1)]
+
+
+def stack_frames(frame: np.ndarray, neighbours: Sequence[np.ndarray]) -> np.ndarray:
+    """One H×W×(C·(1+len(neighbours))) array: ``frame`` first, then its neighbours in
+    :func:`temporal_offsets` order. What a temporal network takes, in training and in inference."""
+    if not neighbours:
+        return frame
+    return np.ascontiguousarray(np.concatenate([frame, *neighbours], axis=2))
 
 
 def _pair_name(index: int, label: str) -> str:
@@ -204,7 +230,7 @@ def validate_pairs(pairs: Sequence[Pair], *, crop_size: int = 256, batch_size: i
                         f"{name}: the {role} has {have} channels but {_pair_name(0, first.label)} has "
                         f"{want}. Every pair must have the same channels."
                     )
-        checked.append(Pair(inp, tgt, pair.label))
+        checked.append(Pair(inp, tgt, pair.label, pair.frames))
     return checked
 
 
@@ -265,8 +291,8 @@ def _interesting_cells(pair: Pair) -> Optional[np.ndarray]:
     """
     if pair.input.shape[:2] != pair.target.shape[:2]:
         score = _gradient_score(pair.input)
-    elif pair.input.shape[2] == pair.target.shape[2]:
-        score = _channel_mean_abs(pair.input - pair.target)
+    elif pair.centre.shape[2] == pair.target.shape[2]:
+        score = _channel_mean_abs(pair.centre - pair.target)
     else:
         score = _gradient_score(pair.target)
     cells = _cell_means(score)

@@ -194,14 +194,21 @@ def export_module(model: Union[str, Path, catfile.CatFile]) -> ExportModule:
     """The :class:`ExportModule` of a ``.cat`` (a path or a loaded file), in eval mode on the CPU.
 
     Raises:
-        CatFileError: the file cannot be read, its architecture cannot be exported, or its network does not
-            produce the manifest's scale.
+        CatFileError: the file cannot be read, its architecture cannot be exported (or it is temporal), or
+            its network does not produce the manifest's scale.
     """
     cat = model if isinstance(model, catfile.CatFile) else catfile.load_cat(model)
     manifest = cat.manifest
     name = cat.path or "the model"
     if manifest.architecture != "msrn":
         raise CatFileError(f"{name}: exporting the {manifest.architecture!r} architecture is not supported (only msrn)")
+    temporal = int(manifest.arguments.get("temporal", 0))
+    if temporal:
+        raise CatFileError(
+            f"{name} is a temporal network (it sees {temporal} neighbouring frame(s) on each side), and Nuke's "
+            "Inference node gives a network one frame: run it with 'copycat infer' or the copycat_nuke "
+            "Inference node instead"
+        )
     network = ExportMSRN(**manifest.arguments)
     network.load_state_dict(cat.weights, strict=True)
     module = ExportModule(network.eval(), Transfer.from_dict(manifest.transfer), manifest.scale).eval()

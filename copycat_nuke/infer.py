@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from copycat_nuke import catfile, imageio, transfer
+from copycat_nuke.data import stack_frames, temporal_offsets
 from copycat_nuke.device import Runtime, resolve_device, resolve_runtime
 from copycat_nuke.errors import CatFileError, ChannelError, ConfigError, ImageIOError, SequenceError
 
@@ -91,6 +92,11 @@ class LoadedModel:
         return int(self.manifest.scale)
 
     @property
+    def temporal(self) -> int:
+        """Neighbouring frames the network sees on each side (0: it takes one frame), from the manifest."""
+        return int(self.manifest.arguments.get("temporal", 0))
+
+    @property
     def multiple(self) -> int:
         """Tile origins and sizes are multiples of this (16 for a 3-level MSRN)."""
         return int(getattr(self.network, "multiple", 16))
@@ -104,7 +110,7 @@ class LoadedModel:
         """Estimated peak memory per padded tile pixel (activations plus image planes), in bytes."""
         width = int(self.manifest.arguments.get("width", 32))
         element = 4 if self.runtime.autocast_dtype is None else 2
-        io = 4 * (len(self.channels_in) + 2 * len(self.channels_out) * self.scale**2)
+        io = 4 * (len(self.channels_in) * (1 + 2 * self.temporal) + 2 * len(self.channels_out) * self.scale**2)
         return int(ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH_BYTE * width * element) + max(io, IO_BYTES_PER_PIXEL)
 
 
@@ -134,7 +140,8 @@ def load_model(path: Union[str, Path], device: str = "auto", half: bool = False)
 def _check_scale(model: LoadedModel) -> None:
     """Run the network on one tiny tile and check its output is ``scale`` times its input."""
     side = model.multiple
-    probe = model.runtime.place(torch.zeros((1, len(model.channels_in), side, side)))
+    channels = len(model.channels_in) * (1 + 2 * model.temporal)  # a temporal network's frames, stacked
+    probe = model.runtime.place(torch.zeros((1, channels, side, side)))
     with torch.inference_mode(), model.runtime.autocast():
         shape = tuple(model.network(probe).shape)
     expected = (1, len(model.channels_out), side * model.scale, side * model.scale)
@@ -325,7 +332,12 @@ def _check_size(model: LoadedModel, height: int, width: int, what: str) -> None:
 
 
 def apply_model(
-    model: LoadedModel, pixels: np.ndarray, *, tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP
+    model: LoadedModel,
+    pixels: np.ndarray,
+    *,
+    tile: Optional[int] = None,
+    overlap: int = DEFAULT_OVERLAP,
+    neighbours: Optional[Sequence[np.ndarray]] = None,
 ) -> np.ndarray:
     """Run the network on one image: float32 H×W×C_in linear → float32 (H·s)×(W·s)×C_out linear.
 
@@ -334,13 +346,16 @@ def apply_model(
     overlapping by ``overlap`` pixels, cross-faded. NaN and ±Inf in the input are replaced (with a
     warning) before the network sees them.
 
+    A temporal model (:attr:`LoadedModel.temporal` N > 0) also needs ``neighbours``: the 2N frames around
+    this one, in the order of :func:`copycat_nuke.data.temporal_offsets` (−N…−1, +1…+N), each like
+    ``pixels`` (at a sequence's ends, repeat the last frame there is, as :func:`infer_sequence` does).
+
     Raises:
         ImageIOError: the image is smaller than the network's minimum (:attr:`LoadedModel.minimum_size`).
-        ConfigError: bad ``tile``/``overlap``, or a channel count the model was not trained for.
+        ConfigError: bad ``tile``/``overlap``, a channel count the model was not trained for, or
+            ``neighbours`` missing, unexpected or unlike the image.
     """
-    array = np.asarray(pixels, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[:, :, None]
+    array = _as_image(pixels)
     height, width, channels = array.shape
     if channels != len(model.channels_in):
         raise ConfigError(
@@ -352,7 +367,40 @@ def apply_model(
     if tile is None:
         tile = auto_tile_size(model, height, width)
     array = transfer.sanitize(array, "the input frame")
-    return _run_tiles(model, array, tile, overlap)
+    others = _check_neighbours(model, array.shape, neighbours)
+    return _run_tiles(model, stack_frames(array, others), tile, overlap)
+
+
+def _as_image(pixels: np.ndarray) -> np.ndarray:
+    array = np.asarray(pixels, dtype=np.float32)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _check_neighbours(
+    model: LoadedModel, shape: tuple[int, ...], neighbours: Optional[Sequence[np.ndarray]]
+) -> list[np.ndarray]:
+    """The neighbouring frames of a temporal model's input, checked and sanitised ([] for other models)."""
+    wanted = 2 * model.temporal
+    given = [] if neighbours is None else [_as_image(n) for n in neighbours]
+    if len(given) != wanted:
+        if not wanted:
+            raise ConfigError(f"{model.path.name} takes one frame at a time: pass no neighbouring frames")
+        raise ConfigError(
+            f"{model.path.name} is temporal: it sees {model.temporal} neighbouring frame(s) on each side, so it "
+            f"needs {wanted} neighbouring frames (got {len(given)}); run it over a sequence with infer_sequence "
+            "or 'copycat infer', which read them"
+        )
+    for offset, neighbour in zip(temporal_offsets(model.temporal), given):
+        if neighbour.shape != shape:
+            raise ConfigError(
+                f"the neighbouring frame at offset {offset:+d} is {neighbour.shape[1]}×{neighbour.shape[0]}×"
+                f"{neighbour.shape[2]} but the frame is {shape[1]}×{shape[0]}×{shape[2]} (width×height×channels): "
+                "every frame a temporal model sees must match"
+            )
+    return [
+        transfer.sanitize(n, f"the neighbouring frame at offset {o:+d}")
+        for o, n in zip(temporal_offsets(model.temporal), given)
+    ]
 
 
 def _run_tiles(model: LoadedModel, pixels: np.ndarray, tile: int, overlap: int) -> np.ndarray:
@@ -393,20 +441,27 @@ def infer_frame(
     tile: Optional[int] = None,
     overlap: int = DEFAULT_OVERLAP,
     passthrough: bool = True,
+    neighbours: Optional[Sequence[imageio.Frame]] = None,
 ) -> tuple[np.ndarray, list[str]]:
     """The output pixels and channel names for one input frame.
 
     With ``passthrough`` (the default) every input channel the model does not produce (alpha for an rgb
-    model, other layers) is appended untouched; a scaling model outputs only its own channels.
+    model, other layers) is appended untouched; a scaling model outputs only its own channels. A temporal
+    model needs ``neighbours`` as in :func:`apply_model`, as frames.
 
     Raises:
-        ChannelError: the frame lacks a channel the model needs.
-        ImageIOError: the frame is smaller than the network's minimum.
+        ChannelError: the frame (or a neighbour) lacks a channel the model needs.
+        ImageIOError: the frame is smaller than the network's minimum, or a neighbour differs in size.
     """
     names = _input_channels(model, frame)
     where = str(frame.path) if frame.path is not None else "The frame"
     _check_size(model, frame.height, frame.width, where)
-    predicted = apply_model(model, frame.select(names), tile=tile, overlap=overlap)
+    others = None
+    if neighbours is not None:
+        for neighbour in neighbours:
+            imageio.check_same_size(frame, neighbour, labels=("The frame", "its neighbour"))
+        others = [neighbour.select(_input_channels(model, neighbour)) for neighbour in neighbours]
+    predicted = apply_model(model, frame.select(names), tile=tile, overlap=overlap, neighbours=others)
     out_names = list(model.channels_out)
     if not passthrough or model.scale != 1:
         return predicted, out_names
@@ -494,15 +549,56 @@ def infer_sequence(
     source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
     model = model_path if isinstance(model_path, LoadedModel) else load_model(model_path, device, half)
     _check_tiling(tile, overlap, model.multiple)
-    return run_frames(
-        model,
-        source,
-        target,
-        numbers,
-        lambda frame: infer_frame(model, frame, tile=tile, overlap=overlap, passthrough=passthrough),
-        model.scale,
-        progress,
-    )
+    around = NeighbourFrames(source, numbers, model.temporal) if model.temporal else None
+
+    def compute(frame: imageio.Frame) -> tuple[np.ndarray, list[str]]:
+        neighbours = around.of(frame) if around is not None else None
+        return infer_frame(model, frame, tile=tile, overlap=overlap, passthrough=passthrough, neighbours=neighbours)
+
+    return run_frames(model, source, target, numbers, compute, model.scale, progress)
+
+
+class NeighbourFrames:
+    """The neighbouring frames a temporal model sees around each frame of a sequence, read once each.
+
+    Frame ``f``'s neighbour at offset ``k`` is ``f + k`` when that file exists; past the ends of the
+    sequence (or across a gap) it is the nearest frame towards ``f`` that does, as a Nuke Read holds its
+    first and last frames. Frames are kept only while a later frame still needs them.
+    """
+
+    def __init__(self, source: imageio.ImageSequence, numbers: Sequence[int], temporal: int) -> None:
+        if source.padding is None:
+            raise SequenceError(
+                f"a temporal model sees {temporal} neighbouring frame(s) on each side, and {source.pattern} is a "
+                "single file: give an image sequence with frame numbers"
+            )
+        self.source, self.temporal = source, temporal
+        self.existing = set(source.existing_frames())
+        self.by_path = {source.path(number): number for number in numbers}
+        self.cache: dict[int, imageio.Frame] = {}
+
+    def number(self, offset: int, frame: int) -> int:
+        """The frame that stands in for ``frame + offset``."""
+        step = 1 if offset < 0 else -1
+        wanted = frame + offset
+        while wanted != frame and wanted not in self.existing:
+            wanted += step
+        return wanted
+
+    def of(self, frame: imageio.Frame) -> list[imageio.Frame]:
+        """The neighbours of ``frame`` (one of the sequence's frames), in temporal order."""
+        assert frame.path is not None
+        centre = self.by_path[Path(frame.path)]
+        self.cache[centre] = frame
+        found = []
+        for offset in temporal_offsets(self.temporal):
+            number = self.number(offset, centre)
+            if number not in self.cache:
+                self.cache[number] = imageio.read_frame(self.source.path(number))
+            found.append(self.cache[number])
+        for number in [n for n in self.cache if n < centre - self.temporal]:
+            del self.cache[number]
+        return found
 
 
 FrameJob = Callable[[imageio.Frame], tuple[np.ndarray, list[str]]]
@@ -584,6 +680,7 @@ def _finish(
 __all__ = [
     "DEFAULT_OVERLAP",
     "LoadedModel",
+    "NeighbourFrames",
     "ProgressCallback",
     "Span",
     "apply_model",

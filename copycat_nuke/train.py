@@ -22,6 +22,7 @@ import math
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -35,9 +36,16 @@ from torch import nn
 
 from copycat_nuke import __version__, catfile, distributed, imageio, plots, pretrained, transfer
 from copycat_nuke.config import TrainConfig, save_yaml, to_dict, write_text_atomic
-from copycat_nuke.data import MAX_SCALE, Pair, PatchSampler, steps_for_epochs
+from copycat_nuke.data import MAX_SCALE, Pair, PatchSampler, stack_frames, steps_for_epochs, temporal_offsets
 from copycat_nuke.device import Runtime, describe_hardware, resolve_runtime
-from copycat_nuke.errors import CatFileError, ConfigError, CopyCatError, FrameMissingError, TrainingError
+from copycat_nuke.errors import (
+    CatFileError,
+    ChannelError,
+    ConfigError,
+    CopyCatError,
+    FrameMissingError,
+    TrainingError,
+)
 from copycat_nuke.models import MSRN, build_model, msrn_arguments
 
 #: Nuke's default length when neither steps nor epochs are given.
@@ -133,6 +141,7 @@ class TrainingData:
     channels_in: list[str]
     channels_out: list[str]
     scale: int = 1  #: Ground Truth size / Input size: 2 when the job trains an upscaler
+    left_out: list[int] = field(default_factory=list)  #: temporal jobs: frames whose neighbours are missing
 
 
 def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
@@ -157,6 +166,24 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
             f"no Ground Truth frames found for {config.target}: CopyCat needs at least 1 Input/Ground Truth pair"
         )
     inputs.frames(frames)  # every training frame needs its Input too: names the missing ones
+    neighbours = _NeighbourReader(inputs, config, working) if config.temporal else None
+    left_out: list[int] = []
+    if neighbours is not None:
+        left_out = [frame for frame in frames if not neighbours.complete(frame)]
+        frames = [frame for frame in frames if frame not in left_out]
+        if not frames:
+            raise TrainingError(
+                f"temporal {config.temporal}: every training frame ({imageio.format_frame_list(left_out)}) lacks a "
+                f"neighbouring Input frame within {config.temporal} frame(s) of it in {config.input}. Choose "
+                "Ground Truth frames away from the ends of the Input sequence, render the missing Input "
+                "frames, or train with temporal 0"
+            )
+        if left_out:
+            warnings.warn(
+                f"temporal {config.temporal}: left out the pair(s) at frame(s) "
+                f"{imageio.format_frame_list(left_out)}, whose neighbouring Input frames are not all in {config.input}",
+                stacklevel=2,
+            )
     pairs: list[Pair] = []
     channels_in: list[str] = []
     channels_out: list[str] = []
@@ -171,16 +198,61 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
         imageio.check_same_size(source, truth, frame=frame, scale=scale)
         channels_in, channels_out = list(source.channels), list(truth.channels)
         label = f"frame {frame}"
+        pixels = working.to_working(transfer.sanitize(source.pixels, f"Input {source.path}"))
+        if neighbours is not None:
+            pixels = stack_frames(pixels, neighbours.around(frame, source))
         pairs.append(
             Pair(
-                input=working.to_working(transfer.sanitize(source.pixels, f"Input {source.path}")),
+                input=pixels,
                 target=working.to_working(transfer.sanitize(truth.pixels, f"Ground Truth {truth.path}")),
                 label=label,
+                frames=1 + 2 * config.temporal,
             )
         )
     return TrainingData(
-        pairs=pairs, frames=frames, channels_in=channels_in, channels_out=channels_out, scale=scale or 1
+        pairs=pairs,
+        frames=frames,
+        channels_in=channels_in,
+        channels_out=channels_out,
+        scale=scale or 1,
+        left_out=left_out,
     )
+
+
+class _NeighbourReader:
+    """A temporal job's neighbouring Input frames, each read once, in working space."""
+
+    def __init__(self, inputs: imageio.ImageSequence, config: TrainConfig, working: transfer.Transfer) -> None:
+        if inputs.padding is None:
+            raise ConfigError(
+                f"temporal {config.temporal} needs an Input sequence with frame numbers, and {config.input} is "
+                "a single file: give a pattern such as plate.####.exr, or train with temporal 0"
+            )
+        self.inputs, self.channels, self.working = inputs, config.channels_in, working
+        self.offsets = temporal_offsets(config.temporal)
+        self.existing = set(inputs.existing_frames())
+        self.cache: dict[int, np.ndarray] = {}
+
+    def complete(self, frame: int) -> bool:
+        return all(frame + offset in self.existing for offset in self.offsets)
+
+    def around(self, frame: int, centre: imageio.Frame) -> list[np.ndarray]:
+        found = []
+        for number in (frame + offset for offset in self.offsets):
+            if number not in self.cache:
+                neighbour = imageio.read_frame(self.inputs.path(number), self.channels)
+                imageio.check_same_size(centre, neighbour, labels=(f"Input frame {frame}", "its neighbour"))
+                if list(neighbour.channels) != list(centre.channels):
+                    raise ChannelError(
+                        f"{neighbour.path} has the channels {', '.join(neighbour.channels)}, but the Input frame "
+                        f"{frame} beside it has {', '.join(centre.channels)}: a temporal job needs the same "
+                        "channels in every Input frame"
+                    )
+                self.cache[number] = self.working.to_working(
+                    transfer.sanitize(neighbour.pixels, f"Input {neighbour.path}")
+                )
+            found.append(self.cache[number])
+        return found
 
 
 # -------------------------------------------------------------------------------------- the maths
@@ -253,7 +325,9 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
     for pair in pairs:
         h, w = pair.input.shape[0] // factor * factor, pair.input.shape[1] // factor * factor
         scale = pair.target.shape[0] // pair.input.shape[0]  # trimmed alike, the Ground Truth stays scale×
-        shrunk.append(Pair(shrink(pair.input, h, w), shrink(pair.target, h * scale, w * scale), pair.label))
+        shrunk.append(
+            Pair(shrink(pair.input, h, w), shrink(pair.target, h * scale, w * scale), pair.label, pair.frames)
+        )
     return shrunk
 
 
@@ -397,7 +471,12 @@ class Trainer:
         """The network to train: fresh, or from initial weights (a .cat model or checkpoint)."""
         cfg = self.config
         arguments = msrn_arguments(
-            cfg.model_size, len(data.channels_in), len(data.channels_out), lstm=cfg.lstm, scale=data.scale
+            cfg.model_size,
+            len(data.channels_in),
+            len(data.channels_out),
+            lstm=cfg.lstm,
+            scale=data.scale,
+            temporal=cfg.temporal,
         )
         initial: Optional[catfile.CatFile] = None
         source = pretrained.resolve_initial_weights(cfg.initial_weights)
@@ -433,6 +512,12 @@ class Trainer:
                 f"{source} is a ×{have_scale} network but this job's Ground Truth is {job}: "
                 f"for a ×{have_scale} network give Ground Truth frames {have_scale}× the Input's size, "
                 "or start without initial weights"
+            )
+        have_temporal, want_temporal = have.get("temporal", 0), wanted.get("temporal", 0)
+        if have_temporal != want_temporal:
+            raise CatFileError(
+                f"{source} sees {have_temporal} neighbouring frame(s) on each side but this job asks for "
+                f"temporal {want_temporal}: set temporal to {have_temporal}, or start without initial weights"
             )
         return dict(have)
 
@@ -747,7 +832,7 @@ class Trainer:
                 with run.runtime.autocast():
                     prediction = model(inputs)
                 predicted = prediction.float()[0].permute(1, 2, 0).cpu().numpy()
-                shown_input = pair.input.repeat(run.data.scale, axis=0).repeat(run.data.scale, axis=1)
+                shown_input = pair.centre.repeat(run.data.scale, axis=0).repeat(run.data.scale, axis=1)
                 rows.append(
                     [
                         transfer.to_display(run.working.from_working(shown_input)),
@@ -856,9 +941,9 @@ def preview_pairs(pairs: Sequence[Pair], scale: int = 1) -> list[Pair]:
         size_y = max(16, min(PREVIEW_SIZE, height) // 16 * 16) if height >= 16 else height
         size_x = max(16, min(PREVIEW_SIZE, width) // 16 * 16) if width >= 16 else width
         if scale > 1:
-            difference = np.abs(np.diff(pair.input, axis=0, prepend=pair.input[:1])).mean(axis=2)
-        elif pair.input.shape[2] == pair.target.shape[2]:
-            difference = np.abs(pair.input - pair.target).mean(axis=2)
+            difference = np.abs(np.diff(pair.centre, axis=0, prepend=pair.centre[:1])).mean(axis=2)
+        elif pair.centre.shape[2] == pair.target.shape[2]:
+            difference = np.abs(pair.centre - pair.target).mean(axis=2)
         else:
             difference = np.zeros((height, width), np.float32)
         if difference.max() > 0:
@@ -874,6 +959,7 @@ def preview_pairs(pairs: Sequence[Pair], scale: int = 1) -> list[Pair]:
                 input=np.ascontiguousarray(pair.input[window]),
                 target=np.ascontiguousarray(pair.target[target_window]),
                 label=pair.label,
+                frames=pair.frames,
             )
         )
     return previews

@@ -47,7 +47,16 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-ARGS = {"in_channels": 3, "out_channels": 3, "width": 2, "levels": 2, "blocks": 1, "lstm": False, "scale": 1}
+ARGS = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "width": 2,
+    "levels": 2,
+    "blocks": 1,
+    "lstm": False,
+    "scale": 1,
+    "temporal": 0,
+}
 
 
 def tiny_manifest(**changes: Any) -> Manifest:

@@ -74,6 +74,27 @@ def test_frame_range_and_default_output_beside_the_script(nuke_session, tmp_path
     assert "Optimize changed" in node["status"].value()
 
 
+def test_a_temporal_model_sees_the_neighbouring_frames_nuke_renders_for_it(nuke_session, tmp_path):
+    from copycat_nuke.infer import apply_model, load_model
+
+    nuke = nuke_session
+    model = make_model(tmp_path / "temporal.cat", temporal=1)
+    out = tmp_path / "out"
+    node = nuke.nodes.Inference(modelFile=str(model), frameRange="2", outputFile=str(out / "result.####.exr"))
+    node.setInput(0, shot(nuke, tmp_path))
+
+    node["render"].execute()
+
+    assert nuke.STATE.violations == [] and nuke.STATE.messages == []
+    assert sorted(p.name for p in out.iterdir()) == ["result.0002.exr"]  # neighbours rendered, not output
+    loaded = load_model(model, "cpu")
+    plate = {n: imageio.read_frame(tmp_path / "shot" / f"in.{n:04d}.exr", "rgb").pixels for n in (1, 2, 3)}
+    result = imageio.read_frame(out / "result.0002.exr", "rgb").pixels
+    seen = apply_model(loaded, plate[2], neighbours=[plate[1], plate[3]], tile=0)
+    alone = apply_model(loaded, plate[2], neighbours=[plate[2], plate[2]], tile=0)
+    assert abs(result - seen).max() < 0.01 < abs(result - alone).max()
+
+
 def test_a_reopened_script_shows_the_last_render_again(nuke_session, tmp_path):
     nuke = nuke_session
     saved = {"output": str(tmp_path / "r.####.exr"), "rendered": "1-3", "model": "m.cat"}

@@ -145,6 +145,20 @@ def test_gui_training_runs_off_the_main_thread_stops_on_request_and_resumes(nuke
     assert nuke.STATE.violations == [] and nuke.STATE.messages == []
 
 
+def test_temporal_frames_render_each_pairs_neighbours_where_input_has_them(nuke_session, tmp_path):
+    nuke = nuke_session
+    node = copycat(nuke, tmp_path, frames=range(1, 5), truth=range(2, 5), temporalFrames=1)
+
+    node["exportFarmJob"].execute()
+
+    config = load_yaml(TrainConfig, tmp_path / "run" / "farm_job.yaml")
+    assert config.temporal == 1 and config.frames == "2-4"
+    assert imageio.ImageSequence.parse(config.input).existing_frames() == [1, 2, 3, 4]  # 5 is past Input's end
+    node["temporalFrames"].setValue(4)
+    with pytest.raises(CopyCatError, match=r"Temporal Frames is 4: set it to 0 \(one frame\) up to 3"):
+        node["exportFarmJob"].execute()
+
+
 def test_export_farm_job_renders_the_pairs_and_writes_a_config_copycat_train_accepts(nuke_session, tmp_path):
     nuke = nuke_session
     node = copycat(nuke, tmp_path, truth=range(2, 4), channelsOut="rgb")

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from copycat_nuke.config import MAX_TEMPORAL
 from copycat_nuke.errors import ConfigError
 from copycat_nuke.models.msrn import MSRN, pad_to_multiple
 
@@ -30,6 +31,7 @@ _ARGUMENTS: dict[str, dict[str, tuple[type[Any], int, int]]] = {
         "blocks": (int, 0, 8),
         "lstm": (bool, 0, 1),
         "scale": (int, 1, 2),  # ×4 is ×2 twice (copycat_nuke.upscale)
+        "temporal": (int, 0, MAX_TEMPORAL),
     }
 }
 
@@ -64,13 +66,13 @@ def build_model(name: str, arguments: Mapping[str, Any]) -> nn.Module:
 
 
 def msrn_arguments(
-    size: str, in_channels: int = 3, out_channels: int = 3, lstm: bool = False, scale: int = 1
+    size: str, in_channels: int = 3, out_channels: int = 3, lstm: bool = False, scale: int = 1, temporal: int = 0
 ) -> dict[str, Any]:
     """MSRN arguments for a CopyCat model size.
 
     small: width 16, 1.72 M weights; medium (default): width 32, 6.88 M weights, 42 conv layers;
     large: width 48, ~15.5 M weights (figures for rgb→rgb without the LSTM). ``scale`` 2 makes an
-    upscaler.
+    upscaler; ``temporal`` N a network that also sees N neighbouring frames on each side.
     """
     key = size.lower()
     if key not in MODEL_SIZES:
@@ -83,6 +85,7 @@ def msrn_arguments(
         "blocks": 3,
         "lstm": lstm,
         "scale": scale,
+        "temporal": temporal,
     }
 
 

@@ -77,9 +77,12 @@ class MSRN(nn.Module):
         blocks: ResBlocks per encoder/decoder stage (3 as in SRN, giving 42 conv layers).
         lstm: carry a ConvLSTM at the bottleneck whose state flows from coarse to fine levels.
         scale: output size / input size (1, or 2 for an upscaler; see the module docstring).
+        temporal: neighbouring frames seen on each side (0: one frame). The input then stacks
+            ``1 + 2·temporal`` frames of ``in_channels`` each along the channels, the frame itself first
+            (:func:`copycat_nuke.data.stack_frames`); a residual network adds its prediction to that frame.
 
-    ``forward`` maps N×C_in×H×W to N×C_out×(H·scale)×(W·scale) for any H×W, in the working space of
-    ``transfer.py``.
+    ``forward`` maps N×C_in·(1+2·temporal)×H×W to N×C_out×(H·scale)×(W·scale) for any H×W, in the working
+    space of ``transfer.py``.
     """
 
     def __init__(
@@ -91,9 +94,12 @@ class MSRN(nn.Module):
         blocks: int = 3,
         lstm: bool = False,
         scale: int = 1,
+        temporal: int = 0,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.temporal = temporal
+        self.input_channels = in_channels * (1 + 2 * temporal)
         self.out_channels = out_channels
         self.scale = scale
         self.levels = levels
@@ -102,7 +108,7 @@ class MSRN(nn.Module):
         w = width
         self.bottleneck_channels = 4 * w
         self.enc1 = nn.Sequential(
-            nn.Conv2d(in_channels + out_channels * scale * scale, w, 5, padding=2), _res_blocks(w, blocks)
+            nn.Conv2d(self.input_channels + out_channels * scale * scale, w, 5, padding=2), _res_blocks(w, blocks)
         )
         self.enc2 = nn.Sequential(nn.Conv2d(w, 2 * w, 5, stride=2, padding=2), _res_blocks(2 * w, blocks))
         self.enc3 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 5, stride=2, padding=2), _res_blocks(4 * w, blocks))
@@ -142,7 +148,10 @@ class MSRN(nn.Module):
         return y, hidden, cell
 
     def upscale_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The base a residual upscaler adds its prediction to: ``x`` bilinearly upscaled ×``scale``."""
+        """The base a residual network adds its prediction to: ``x`` (its own frame, without a temporal
+        network's neighbours) bilinearly upscaled ×``scale``."""
+        if self.temporal:
+            x = x[:, : self.in_channels]
         if self.scale == 1:
             return x
         return F.interpolate(x, scale_factor=float(self.scale), mode="bilinear", align_corners=False)

@@ -281,6 +281,12 @@ def _run(context: jobs.Context, request: RenderRequest) -> None:
     try:
         gather.clear_sequence(source)
         frames = gather.render_frames(context, 0, "Input", source, request.frames, "all", progress=(0.0, 30.0))
+        temporal = _temporal(request.model)
+        if temporal:  # and the neighbours the network sees, where Input has them
+            first, last = context.call(gather.frame_range, context.node_name, 0, "Input")
+            around = {f + k for f in frames for k in range(-temporal, temporal + 1) if first <= f + k <= last}
+            extra = sorted(around - set(frames))
+            gather.render_frames(context, 0, "Input", source, extra, "all", progress=(30.0, 0.0))
 
         def progress(done: int, total: int, frame: int, seconds: float) -> None:
             context.check_stop()
@@ -300,6 +306,13 @@ def _run(context: jobs.Context, request: RenderRequest) -> None:
         shutil.rmtree(work, ignore_errors=True)
     rendered = {**request.signature, "output": request.output, "rendered": format_frame_list(frames)}
     context.post(_show_result, context.node_name, frames, rendered)
+
+
+def _temporal(model: Path) -> int:
+    """Neighbouring frames on each side the model sees (0 for most models), from its manifest."""
+    from copycat_nuke import catfile
+
+    return int(catfile.read_manifest(model).arguments.get("temporal", 0))
 
 
 def _show_result(node_name: str, frames: Sequence[int], rendered: dict[str, Any]) -> None:

@@ -65,6 +65,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
         "checkpointInterval",
         "imageInterval",
         "useMultiResolutionTraining",
+        "temporalFrames",
         "startTraining",
         "resumeTraining",
         "stopTraining",

@@ -74,7 +74,7 @@ def initial_weights(node: nuke.Node) -> str:
 
 def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
     """Main thread: the CopyCat node's knobs as a :class:`TrainingRequest`, checked; errors name the knob."""
-    from copycat_nuke.config import TrainConfig  # pyyaml: loaded when a button is pressed, not at start-up
+    from copycat_nuke.config import MAX_TEMPORAL, TrainConfig  # pyyaml: loaded when a button is pressed
 
     directory = knobs.path(node, "dataDirectory")
     if not directory:
@@ -95,8 +95,11 @@ def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
         channels_out=knobs.text(node, "channelsOut") or "rgb",
         device="auto" if knobs.boolean(node, "useGPUIfAvailable") else "cpu",
         multi_resolution=knobs.boolean(node, "useMultiResolutionTraining"),
+        temporal=knobs.integer(node, "temporalFrames"),
         resume=resume,
     )
+    if not 0 <= config.temporal <= MAX_TEMPORAL:
+        raise CopyCatError(f"Temporal Frames is {config.temporal}: set it to 0 (one frame) up to {MAX_TEMPORAL}")
     config.validate()
     if resume and not any((Path(config.out) / "checkpoints").glob("checkpoint.*.cat")):
         raise CopyCatError(f"nothing to resume in {config.out}: it has no checkpoints yet. Press Start Training.")
@@ -183,7 +186,12 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
     truth = gather.render_frames(
         context, knobs.GROUND_TRUTH, "GroundTruth", truth_pattern, frames, channels, skip_failures=search
     )
-    gather.render_frames(context, knobs.INPUT, "Input", input_pattern, truth, channels, progress=(0.0, 100.0))
+    inputs = truth
+    if config.temporal:  # and the neighbours Input has: load_pairs leaves out pairs that lack some
+        first, last = context.call(gather.frame_range, context.node_name, knobs.INPUT, "Input")
+        around = {f + k for f in truth for k in range(-config.temporal, config.temporal + 1)}
+        inputs = sorted({*truth, *(f for f in around if first <= f <= last)})
+    gather.render_frames(context, knobs.INPUT, "Input", input_pattern, inputs, channels, progress=(0.0, 100.0))
     return replace(config, input=input_pattern, target=truth_pattern, frames=format_frame_list(truth))
 
 

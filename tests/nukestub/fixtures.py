@@ -93,16 +93,20 @@ def write_shot(
     return str(directory / "in.####.exr"), str(directory / "gt.####.exr")
 
 
-def make_model(path: Path, seed: int = 0) -> Path:
-    """A Small RGB→RGB ``.cat`` with random weights (no training): for tests that only need a model."""
+def make_model(path: Path, seed: int = 0, temporal: int = 0) -> Path:
+    """A Small RGB→RGB ``.cat`` with random weights (no training): for tests that only need a model.
+    ``temporal`` N: one that also sees N neighbouring frames on each side, with a random output layer too
+    (an untrained residual network returns its own frame, whatever its neighbours)."""
     import torch
 
     from copycat_nuke import catfile, transfer
     from copycat_nuke.models import build_model, msrn_arguments
 
-    arguments = msrn_arguments("small", 3, 3)
+    arguments = msrn_arguments("small", 3, 3, temporal=temporal)
     torch.manual_seed(seed)
     network = build_model("msrn", arguments)
+    if temporal:
+        torch.nn.init.normal_(network.out.weight, std=0.05)
     manifest = catfile.Manifest(
         architecture="msrn",
         arguments=arguments,
