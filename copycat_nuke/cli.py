@@ -162,7 +162,8 @@ def _add_train(sub: Any) -> None:
         "--multi-resolution",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2 (default off)",
+        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2 (default on; turn it off "
+        "for effects tied to the pixel scale: blurs, softens, grain)",
     )
     parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

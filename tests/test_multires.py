@@ -107,7 +107,7 @@ def test_resume_across_stages_reproduces_the_uninterrupted_run(tmp_path, stop_af
 
 
 @pytest.mark.parametrize(
-    ("flag", "expected"), [([], False), (["--multi-resolution"], True), (["--no-multi-resolution"], False)]
+    ("flag", "expected"), [([], True), (["--multi-resolution"], True), (["--no-multi-resolution"], False)]
 )
 def test_the_command_line_switches_multi_resolution(flag, expected):
     from copycat_nuke.cli import _train_config, build_parser

@@ -186,7 +186,7 @@ def test_gizmos_from_the_plugin_path_are_built_with_typed_knobs(nuke_session):
     assert node["modelSize"].value() == "Medium" and node["modelSize"].values() == ["Small", "Medium", "Large"]
     assert node["initialWeights"].values() == ["None", "Checkpoint", "Deblur", "Upscale"]
     assert node["useGPUIfAvailable"].value() is True and isinstance(node["startTraining"], nuke.PyScript_Knob)
-    assert node["useMultiResolutionTraining"].value() is False
+    assert node["useMultiResolutionTraining"].value() is True and node["temporalFrames"].value() == 0
     with pytest.raises(NameError):
         node["noSuchKnob"]
 
