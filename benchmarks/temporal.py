@@ -8,7 +8,10 @@ the neighbours and holds the ends), and prints JSON per effect and setting:
 - held-out PSNR (sRGB-encoded, 0..1) on the seven frames not trained on;
 - flicker: the mean absolute frame-to-frame change of the output minus that of the Ground Truth
   (sRGB-encoded, ×1000), over the nine consecutive frame pairs. 0 is as steady as the Ground Truth;
-  positive is flicker the network added (or left in).
+  positive is flicker the network added (or left in), negative is motion it smoothed away;
+- temporal error: the mean absolute difference between the output's frame-to-frame change and the Ground
+  Truth's, per pixel (sRGB-encoded, ×1000): 0 only when the output changes exactly as the Ground Truth
+  does, so it counts flicker and smoothing alike.
 
 Effects: ``denoise`` (Input = plate + fresh noise every frame, Ground Truth = the plate: single frames
 cannot tell noise from detail, neighbours can) and ``soften`` (fewshot's beauty soften: nothing to gain
@@ -57,6 +60,14 @@ def flicker(frames: list[np.ndarray], truths: list[np.ndarray]) -> float:
     return round(1000 * (change(frames) - change(truths)), 3)
 
 
+def temporal_error(frames: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """Mean |Δoutput − ΔGround Truth| between consecutive frames, per pixel, sRGB-encoded, ×1000."""
+    out = [linear_to_srgb(f) for f in frames]
+    gt = [linear_to_srgb(f) for f in truths]
+    errors = [np.abs((b - a) - (d - c)).mean() for a, b, c, d in zip(out, out[1:], gt, gt[1:])]
+    return round(1000 * float(np.mean(errors)), 3)
+
+
 def run(name: str, frames: dict[int, np.ndarray], temporal: int, args: argparse.Namespace, work: Path) -> dict:
     numbers = sorted(frames)
     inputs = {f: add_noise(img, f) if name == "denoise" else img for f, img in frames.items()}
@@ -92,6 +103,8 @@ def run(name: str, frames: dict[int, np.ndarray], temporal: int, args: argparse.
         "input_psnr_db": round(float(np.mean([psnr_display(inputs[f], truths[f]) for f in held_out])), 2),
         "flicker_x1000": flicker([outputs[f] for f in numbers], [truths[f] for f in numbers]),
         "input_flicker_x1000": flicker([inputs[f] for f in numbers], [truths[f] for f in numbers]),
+        "temporal_error_x1000": temporal_error([outputs[f] for f in numbers], [truths[f] for f in numbers]),
+        "input_temporal_error_x1000": temporal_error([inputs[f] for f in numbers], [truths[f] for f in numbers]),
     }
 
 

@@ -290,7 +290,7 @@ def _interesting_cells(pair: Pair) -> Optional[np.ndarray]:
     that is where an upscaler has detail to restore.
     """
     if pair.input.shape[:2] != pair.target.shape[:2]:
-        score = _gradient_score(pair.input)
+        score = _gradient_score(pair.centre)
     elif pair.centre.shape[2] == pair.target.shape[2]:
         score = _channel_mean_abs(pair.centre - pair.target)
     else:

@@ -44,6 +44,7 @@ from copycat_nuke.errors import (
     ConfigError,
     CopyCatError,
     FrameMissingError,
+    ResolutionMismatchError,
     TrainingError,
 )
 from copycat_nuke.models import MSRN, build_model, msrn_arguments
@@ -241,7 +242,6 @@ class _NeighbourReader:
         for number in (frame + offset for offset in self.offsets):
             if number not in self.cache:
                 neighbour = imageio.read_frame(self.inputs.path(number), self.channels)
-                imageio.check_same_size(centre, neighbour, labels=(f"Input frame {frame}", "its neighbour"))
                 if list(neighbour.channels) != list(centre.channels):
                     raise ChannelError(
                         f"{neighbour.path} has the channels {', '.join(neighbour.channels)}, but the Input frame "
@@ -250,6 +250,12 @@ class _NeighbourReader:
                     )
                 self.cache[number] = self.working.to_working(
                     transfer.sanitize(neighbour.pixels, f"Input {neighbour.path}")
+                )
+            if self.cache[number].shape[:2] != (centre.height, centre.width):  # checked on every use
+                height, width = self.cache[number].shape[:2]
+                raise ResolutionMismatchError(
+                    f"{self.inputs.path(number)} is {width}×{height} but the Input frame {frame} beside it is "
+                    f"{centre.width}×{centre.height}: a temporal job needs every Input frame the same size"
                 )
             found.append(self.cache[number])
         return found
@@ -622,7 +628,7 @@ class Trainer:
             batch, how = auto_batch_size(
                 model,
                 runtime,
-                len(data.channels_in),
+                data.pairs[0].input.shape[2],  # a temporal job's frames, stacked
                 len(data.channels_out),
                 max(16, crop),
                 data.scale,

@@ -87,7 +87,12 @@ def _model_path(kind: str, model: Union[str, Path, None]) -> Path:
     return Path(model)
 
 
-def _check_scale(kind: str, path: Path, scale: int) -> None:
+def _check_scale(kind: str, path: Path, scale: int, temporal: int = 0) -> None:
+    if temporal:
+        raise CatFileError(
+            f"{path} is a temporal network (it sees {temporal} neighbouring frame(s) on each side); {kind} runs "
+            "one frame at a time: apply it with 'copycat infer', which reads the neighbours."
+        )
     if kind == "upscale" and scale != 2:
         raise CatFileError(
             f"{path} is a ×{scale} network, but upscale needs a ×2 network (one trained on Ground Truth twice "
@@ -102,10 +107,11 @@ def _check_scale(kind: str, path: Path, scale: int) -> None:
 
 def _load(kind: str, model: ModelLike, device: str, half: bool) -> LoadedModel:
     if isinstance(model, LoadedModel):
-        _check_scale(kind, model.path, model.scale)
+        _check_scale(kind, model.path, model.scale, model.temporal)
         return model
     path = _model_path(kind, model)
-    _check_scale(kind, path, int(catfile.read_manifest(path).scale))  # before building the network
+    manifest = catfile.read_manifest(path)
+    _check_scale(kind, path, int(manifest.scale), int(manifest.arguments.get("temporal", 0)))  # before building
     return load_model(path, device, half)
 
 
@@ -339,7 +345,7 @@ def refine_on_shot(
         raise ConfigError(f"max_frames must be at least 1 (got {max_frames!r})")
     path = _model_path("upscale", model)
     manifest = catfile.read_manifest(path)
-    _check_scale("upscale", path, int(manifest.scale))
+    _check_scale("upscale", path, int(manifest.scale), int(manifest.arguments.get("temporal", 0)))
     source = imageio.ImageSequence.parse(input_pattern)
     numbers = source.frames(frames) if frames is not None else _spread(source.frames(), max_frames)
     pairs_dir = Path(run_dir) / "pairs"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nukestub.fixtures import make_model
 
 from copycat_nuke import catfile, export, imageio, infer
 from copycat_nuke.cli import _train_config, build_parser
@@ -16,6 +17,7 @@ from copycat_nuke.errors import CatFileError, ConfigError, SequenceError, Traini
 from copycat_nuke.models import MSRN, msrn_arguments
 from copycat_nuke.train import load_pairs, train_model
 from copycat_nuke.transfer import Transfer
+from copycat_nuke.upscale import deblur_sequence
 
 
 def write_shot(directory: Path, frames=range(1, 7), truth_frames=(1, 3, 6), size=(32, 48)) -> tuple[str, str]:
@@ -116,18 +118,35 @@ def test_a_temporal_model_is_trained_saved_and_described(temporal_run):
     assert (directory / "run" / "contact_sheets").is_dir()
 
 
-def test_inference_reads_the_neighbours_and_holds_the_ends_of_the_sequence(temporal_run, tmp_path):
-    directory, path = temporal_run
-    model = infer.load_model(path, "cpu")
-    written = infer.infer_sequence(model, str(directory / "in.####.exr"), str(tmp_path / "out.####.exr"))
+def test_inference_reads_the_neighbours_in_order_and_holds_the_ends_of_the_sequence(tmp_path):
+    write_shot(tmp_path)
+    model = infer.load_model(make_model(tmp_path / "random.cat", temporal=1), "cpu")  # random output layer
+    written = infer.infer_sequence(model, str(tmp_path / "in.####.exr"), str(tmp_path / "out.####.exr"))
     assert len(written) == 6
-    frames = {n: imageio.read_frame(directory / f"in.{n:04d}.exr", "rgb").pixels for n in range(1, 7)}
-    for number, neighbours in ((1, (1, 2)), (4, (3, 5)), (6, (5, 6))):  # frame 1's "previous" is itself
-        expected = infer.apply_model(model, frames[number], neighbours=[frames[n] for n in neighbours], tile=0)
-        result = imageio.read_frame(tmp_path / f"out.{number:04d}.exr", "rgb").pixels
-        assert np.allclose(result, expected, atol=2e-3)  # half-float files
-    swapped = infer.apply_model(model, frames[4], neighbours=[frames[5], frames[3]], tile=0)
-    assert not np.allclose(swapped, infer.apply_model(model, frames[4], neighbours=[frames[3], frames[5]], tile=0))
+    frames = {n: imageio.read_frame(tmp_path / f"in.{n:04d}.exr", "rgb").pixels for n in range(1, 7)}
+
+    def run(number: int, neighbours: tuple[int, int]) -> np.ndarray:
+        return infer.apply_model(model, frames[number], neighbours=[frames[n] for n in neighbours], tile=0)
+
+    for number, neighbours, wrong in ((1, (1, 2), (2, 1)), (4, (3, 5), (5, 3)), (6, (5, 6), (6, 5))):
+        result = imageio.read_frame(tmp_path / f"out.{number:04d}.exr", "rgb").pixels  # half-float files
+        assert np.abs(result - run(number, neighbours)).max() < 2e-3 < np.abs(result - run(number, wrong)).max()
+
+
+def test_automatic_batch_size_probes_a_temporal_network_with_all_its_frames(tmp_path):
+    source, truth = write_shot(tmp_path, truth_frames=(2, 3, 5))
+    config = TrainConfig(
+        input=source,
+        target=truth,
+        out=str(tmp_path / "run"),
+        temporal=1,
+        steps=1,
+        model_size="small",
+        crop_size=16,
+        precision="fp32",
+    )
+    result = train_model(config)  # batch size: auto
+    assert 1 <= catfile.read_manifest(result.model_path).training["batch_size"] <= 3
 
 
 def test_neighbours_past_the_ends_or_across_a_gap_are_the_nearest_frame_towards_the_centre(tmp_path):
@@ -152,6 +171,8 @@ def test_a_temporal_model_without_its_neighbours_or_a_plain_one_with_them_is_ref
         infer.apply_model(model, image, neighbours=[image, np.zeros((32, 16, 3), np.float32)])
     with pytest.raises(CatFileError, match="temporal network"):
         export.export_module(path)
+    with pytest.raises(CatFileError, match="apply it with 'copycat infer'"):
+        deblur_sequence(str(tmp_path / "in.####.exr"), str(tmp_path / "out.####.exr"), model=str(path))
 
 
 def test_initial_weights_must_see_as_many_frames_as_the_job(temporal_run, tmp_path):

@@ -286,12 +286,13 @@ def _run(context: jobs.Context, request: RenderRequest) -> None:
             first, last = context.call(gather.frame_range, context.node_name, 0, "Input")
             around = {f + k for f in frames for k in range(-temporal, temporal + 1) if first <= f + k <= last}
             extra = sorted(around - set(frames))
-            gather.render_frames(context, 0, "Input", source, extra, "all", progress=(30.0, 0.0))
+            # a neighbour that fails to render is held from the nearest frame that did (infer.NeighbourFrames)
+            gather.render_frames(context, 0, "Input", source, extra, "all", skip_failures=True, progress=(30.0, 5.0))
 
         def progress(done: int, total: int, frame: int, seconds: float) -> None:
             context.check_stop()
             message = f"rendering: frame {frame} ({done}/{total}, {seconds:.1f} s a frame)"
-            context.progress(30 + 70 * done / max(total, 1), message)
+            context.progress(35 + 65 * done / max(total, 1), message)
 
         keywords = supported_keywords(
             infer_sequence,

@@ -186,12 +186,12 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
     truth = gather.render_frames(
         context, knobs.GROUND_TRUTH, "GroundTruth", truth_pattern, frames, channels, skip_failures=search
     )
-    inputs = truth
+    gather.render_frames(context, knobs.INPUT, "Input", input_pattern, truth, channels, progress=(0.0, 100.0))
     if config.temporal:  # and the neighbours Input has: load_pairs leaves out pairs that lack some
         first, last = context.call(gather.frame_range, context.node_name, knobs.INPUT, "Input")
         around = {f + k for f in truth for k in range(-config.temporal, config.temporal + 1)}
-        inputs = sorted({*truth, *(f for f in around if first <= f <= last)})
-    gather.render_frames(context, knobs.INPUT, "Input", input_pattern, inputs, channels, progress=(0.0, 100.0))
+        extra = sorted(f for f in around - set(truth) if first <= f <= last)
+        gather.render_frames(context, knobs.INPUT, "Input", input_pattern, extra, channels, skip_failures=True)
     return replace(config, input=input_pattern, target=truth_pattern, frames=format_frame_list(truth))
 
 
