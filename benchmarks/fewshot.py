@@ -48,6 +48,16 @@ def linear_to_srgb(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
+def sintel_frames(benchmark: str) -> dict[int, np.ndarray]:
+    """The Sintel frames of the shared sample data, by frame number, linear float32 (exits if absent)."""
+    if not DATA.is_dir():
+        sys.exit(f"{benchmark}: {DATA} not found (the shared sample data)")
+    return {
+        int(path.stem.split("_")[-1]): srgb_to_linear(imageio.read_frame(path, "rgb").pixels)
+        for path in sorted(DATA.glob("frame_*.png"))
+    }
+
+
 def psnr_display(prediction: np.ndarray, truth: np.ndarray) -> float:
     """PSNR in dB of the sRGB-encoded images, 0..1."""
     error = float(np.mean((linear_to_srgb(prediction) - linear_to_srgb(truth)) ** 2))
@@ -253,12 +263,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, help="write PSNR against training minutes as a PNG here")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"fewshot: {DATA} not found (the shared sample data)")
-    frames = {
-        int(path.stem.split("_")[-1]): srgb_to_linear(imageio.read_frame(path, "rgb").pixels)
-        for path in sorted(DATA.glob("frame_*.png"))
-    }
+    frames = sintel_frames("fewshot")
     results: dict[str, dict[str, dict[str, object]]] = {}
     for variant in args.variants.split(","):
         results[variant] = {}

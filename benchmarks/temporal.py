@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fewshot import DATA, linear_to_srgb, psnr_display, soften, srgb_to_linear
+from fewshot import linear_to_srgb, psnr_display, sintel_frames, soften, srgb_to_linear
 
 from copycat_nuke import imageio
 from copycat_nuke.config import TrainConfig
@@ -118,12 +118,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"temporal: {DATA} not found (the shared sample data)")
-    frames = {
-        int(path.stem.split("_")[-1]): srgb_to_linear(imageio.read_frame(path, "rgb").pixels)
-        for path in sorted(DATA.glob("frame_*.png"))
-    }
+    frames = sintel_frames("temporal")
     results: dict[str, list[dict]] = {}
     for name in args.effects.split(","):
         results[name] = []
