@@ -154,6 +154,30 @@ def test_two_ranks_train_one_network_and_rank_zero_alone_writes(tmp_path):
     assert resumed.steps == 6
 
 
+def test_a_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
+    single = train_model(tiny_config(tmp_path, steps=3, checkpoint_interval=3), steps=3)
+    assert single.steps == 3
+    config = tiny_config(tmp_path, steps=6, checkpoint_interval=3, resume=True)
+    results = finish(start_ranks(tmp_path, save_yaml(config, tmp_path / "job.yaml")))
+    assert [code for code, _ in results] == [0, 0], results
+    weights = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(2)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    run = tmp_path / "run"
+    # the log reads as one run: the single process's steps 1-3, then the two ranks' steps 4-6
+    assert [line.split(",")[0] for line in (run / "loss.csv").read_text().splitlines()] == [
+        "step",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]
+    manifest = catfile.read_manifest(run / "model.cat")
+    assert manifest.training["steps"] == 6
+    assert torch.equal(catfile.load_cat(run / "model.cat").weights["out.weight"], weights[0]["out.weight"])
+
+
 def test_weights_averaged_every_sync_interval_end_identical(tmp_path):
     config_path = save_yaml(tiny_config(tmp_path, steps=5), tmp_path / "job.yaml")
     results = finish(start_ranks(tmp_path, config_path, COPYCAT_SYNC_INTERVAL="2"))
