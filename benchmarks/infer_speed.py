@@ -92,7 +92,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     tile = case["tile"]
     if tile is None:
         tile = infer.auto_tile_size(model, height, width)
-    _, overlap = infer._check_tiling(tile, case["overlap"], model.multiple)
+    _, overlap = infer.check_tiling(tile, case["overlap"], model.multiple)
     rows = infer.plan_spans(height, tile, overlap)
     columns = infer.plan_spans(width, tile, overlap)
     executed_pixels = sum(_padded(r.size) * _padded(c.size) for r in rows for c in columns)

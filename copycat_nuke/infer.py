@@ -226,7 +226,7 @@ def _normalised_weights(spans: list[Span], overlap: int, scale: int) -> list[np.
     return [weights / total[span.start * scale : span.stop * scale] for span, weights in zip(spans, raw)]
 
 
-def _check_tiling(tile: Optional[int], overlap: int, multiple: int) -> tuple[Optional[int], int]:
+def check_tiling(tile: Optional[int], overlap: int, multiple: int) -> tuple[Optional[int], int]:
     """Validate ``tile``/``overlap`` and round them up to multiples of ``multiple``."""
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0):
         raise ConfigError(f"tile must be a size in pixels, 0 for the whole frame, or None for automatic (got {tile!r})")
@@ -321,7 +321,7 @@ def auto_tile_size(model: LoadedModel, height: int, width: int, free_bytes: Opti
 # ---------------------------------------------------------------------------------------------- frames
 
 
-def _check_size(model: LoadedModel, height: int, width: int, what: str) -> None:
+def check_size(model: LoadedModel, height: int, width: int, what: str) -> None:
     smallest = model.minimum_size
     if height < smallest or width < smallest:
         raise ImageIOError(
@@ -362,8 +362,8 @@ def apply_model(
             f"{model.path.name} takes {len(model.channels_in)} channel(s) ({', '.join(model.channels_in)}); "
             f"the image has {channels}"
         )
-    _check_size(model, height, width, "The image")
-    tile, overlap = _check_tiling(tile, overlap, model.multiple)
+    check_size(model, height, width, "The image")
+    tile, overlap = check_tiling(tile, overlap, model.multiple)
     if tile is None:
         tile = auto_tile_size(model, height, width)
     array = transfer.sanitize(array, "the input frame")
@@ -453,14 +453,14 @@ def infer_frame(
         ChannelError: the frame (or a neighbour) lacks a channel the model needs.
         ImageIOError: the frame is smaller than the network's minimum, or a neighbour differs in size.
     """
-    names = _input_channels(model, frame)
+    names = model_input_channels(model, frame)
     where = str(frame.path) if frame.path is not None else "The frame"
-    _check_size(model, frame.height, frame.width, where)
+    check_size(model, frame.height, frame.width, where)
     others = None
     if neighbours is not None:
         for neighbour in neighbours:
             imageio.check_same_size(frame, neighbour, labels=("The frame", "its neighbour"))
-        others = [neighbour.select(_input_channels(model, neighbour)) for neighbour in neighbours]
+        others = [neighbour.select(model_input_channels(model, neighbour)) for neighbour in neighbours]
     predicted = apply_model(model, frame.select(names), tile=tile, overlap=overlap, neighbours=others)
     out_names = list(model.channels_out)
     if not passthrough or model.scale != 1:
@@ -473,7 +473,7 @@ def infer_frame(
     return (np.concatenate(planes, axis=2) if len(planes) > 1 else predicted), out_names
 
 
-def _input_channels(model: LoadedModel, frame: imageio.Frame) -> list[str]:
+def model_input_channels(model: LoadedModel, frame: imageio.Frame) -> list[str]:
     try:
         return imageio.resolve_channels(model.channels_in, frame.channels, path=frame.path)
     except ChannelError as error:
@@ -548,7 +548,7 @@ def infer_sequence(
     """
     source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
     model = model_path if isinstance(model_path, LoadedModel) else load_model(model_path, device, half)
-    _check_tiling(tile, overlap, model.multiple)
+    check_tiling(tile, overlap, model.multiple)
     around = NeighbourFrames(source, numbers, model.temporal) if model.temporal else None
 
     def compute(frame: imageio.Frame) -> tuple[np.ndarray, list[str]]:
@@ -626,8 +626,8 @@ def run_frames(
     with ThreadPoolExecutor(1, "copycat-read") as reader, ThreadPoolExecutor(1, "copycat-write") as writer:
         next_read = reader.submit(imageio.read_frame, source.path(numbers[0]))
         first = next_read.result()
-        _input_channels(model, first)
-        _check_size(model, first.height, first.width, str(first.path))
+        model_input_channels(model, first)
+        check_size(model, first.height, first.width, str(first.path))
         pending: Optional[tuple[int, Future[Path]]] = None
         started = time.perf_counter()
         for index, number in enumerate(numbers):
@@ -686,9 +686,12 @@ __all__ = [
     "apply_model",
     "auto_tile_size",
     "available_memory",
+    "check_size",
+    "check_tiling",
     "infer_frame",
     "infer_sequence",
     "load_model",
+    "model_input_channels",
     "plan_outputs",
     "plan_spans",
     "run_frames",

@@ -16,6 +16,7 @@ Ground Truth at the higher resolution is needed.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,12 +33,12 @@ from copycat_nuke.infer import (
     DEFAULT_OVERLAP,
     LoadedModel,
     ProgressCallback,
-    _check_size,
-    _check_tiling,
-    _input_channels,
     apply_model,
+    check_size,
+    check_tiling,
     infer_sequence,
     load_model,
+    model_input_channels,
     plan_outputs,
     run_frames,
 )
@@ -178,8 +179,8 @@ def upscale_frame(
         ConfigError: a bad ``scale``, ``tile`` or ``overlap``.
     """
     passes = _check_passes(model, scale)
-    names = _input_channels(model, frame)
-    _check_size(model, frame.height, frame.width, str(frame.path) if frame.path is not None else "The frame")
+    names = model_input_channels(model, frame)
+    check_size(model, frame.height, frame.width, str(frame.path) if frame.path is not None else "The frame")
     pixels = frame.select(names)
     for _ in range(passes):
         pixels = apply_model(model, pixels, tile=tile, overlap=overlap)
@@ -241,7 +242,7 @@ def upscale_sequence(
     """
     loaded = _load("upscale", model, device, half)
     _check_passes(loaded, scale)
-    _check_tiling(tile, overlap, loaded.multiple)
+    check_tiling(tile, overlap, loaded.multiple)
     source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
     return run_frames(
         loaded,
@@ -349,9 +350,57 @@ def refine_on_shot(
     source = imageio.ImageSequence.parse(input_pattern)
     numbers = source.frames(frames) if frames is not None else _spread(source.frames(), max_frames)
     pairs_dir = Path(run_dir) / "pairs"
+    staging = Path(run_dir) / "pairs.partial"  # becomes pairs_dir only once every frame is written
+    shutil.rmtree(staging, ignore_errors=True)
+    created = _first_missing(Path(run_dir))
+    try:
+        smallest = _write_shot_pairs(source, numbers, staging, manifest, path)
+    except BaseException:  # a bad frame leaves nothing behind: not the staged pairs, not the folders made
+        shutil.rmtree(created or staging, ignore_errors=True)
+        raise
+    shutil.rmtree(pairs_dir, ignore_errors=True)
+    staging.rename(pairs_dir)
     inputs = imageio.ImageSequence(pairs_dir, "input.", 4, ".exr")
     truths = imageio.ImageSequence(pairs_dir, "truth.", 4, ".exr")
-    smallest = None
+    crop = int(manifest.config.get("crop_size") or REFINE_CROP_SIZE)
+    config = TrainConfig(
+        input=inputs.pattern,
+        target=truths.pattern,
+        out=str(run_dir),
+        frames=imageio.format_frame_list(numbers),  # not stale pairs an earlier refinement left there
+        steps=steps,
+        crop_size=max(MIN_REFINE_INPUT, min(crop, smallest) // 16 * 16),
+        initial_weights=str(path),
+        checkpoint_interval=max(1, steps // 4),
+        image_interval=max(1, steps // 10),
+        channels_in=",".join(manifest.channels_in),
+        channels_out=",".join(manifest.channels_out),
+        seed=seed,
+        device=device,
+        learning_rate=learning_rate,
+        multi_resolution=False,  # as the shipped network was trained (its recipe), and as refine.py measured
+    )
+    return Trainer(config, listeners, stop).run()
+
+
+def _first_missing(directory: Path) -> Optional[Path]:
+    """The outermost of ``directory`` and its parents that does not exist yet (None: it exists)."""
+    missing = None
+    for folder in (directory.absolute(), *directory.absolute().parents):
+        if folder.exists():
+            return missing
+        missing = folder
+    return missing
+
+
+def _write_shot_pairs(
+    source: imageio.ImageSequence, numbers: Sequence[int], directory: Path, manifest: catfile.Manifest, path: Path
+) -> int:
+    """Write each shot frame's (×0.5 Input, frame) pair as float EXRs into ``directory``; returns the
+    smallest Input side. Raises, naming the frame, on a frame too small or without the model's channels."""
+    inputs = imageio.ImageSequence(directory, "input.", 4, ".exr")
+    truths = imageio.ImageSequence(directory, "truth.", 4, ".exr")
+    smallest: Optional[int] = None
     for number in numbers:
         frame = source.read(number)
         try:
@@ -374,21 +423,4 @@ def refine_on_shot(
         imageio.write_frame(truths.path(number), truth, manifest.channels_out, pixel_type="float")
         smallest = min(height // 2, width // 2) if smallest is None else min(smallest, height // 2, width // 2)
     assert smallest is not None  # source.frames() never returns an empty list
-    crop = int(manifest.config.get("crop_size") or REFINE_CROP_SIZE)
-    config = TrainConfig(
-        input=inputs.pattern,
-        target=truths.pattern,
-        out=str(run_dir),
-        frames=imageio.format_frame_list(numbers),  # not stale pairs an earlier refinement left there
-        steps=steps,
-        crop_size=max(MIN_REFINE_INPUT, min(crop, smallest) // 16 * 16),
-        initial_weights=str(path),
-        checkpoint_interval=max(1, steps // 4),
-        image_interval=max(1, steps // 10),
-        channels_in=",".join(manifest.channels_in),
-        channels_out=",".join(manifest.channels_out),
-        seed=seed,
-        device=device,
-        learning_rate=learning_rate,
-    )
-    return Trainer(config, listeners, stop).run()
+    return smallest

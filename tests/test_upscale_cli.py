@@ -188,6 +188,22 @@ def test_bad_refinement_settings_fail_in_one_line_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_frame_late_in_the_shot_leaves_no_pairs_behind(x2: Path, tmp_path: Path) -> None:
+    plate = write_plate(tmp_path, frames=(1, 2), size=(48, 64))
+    small = write_plate(tmp_path / "small", frames=(3,), size=(24, 48))
+    Path(small.replace("####", "0003")).rename(plate.replace("####", "0003"))
+    run_dir = tmp_path / "out" / "refine"
+    with pytest.raises(copycat_nuke.ImageIOError, match=r"plate\.0003\.exr is 48×24 pixels"):
+        upscale.refine_on_shot(plate, run_dir, steps=2, model=x2)
+    assert not (tmp_path / "out").exists()  # frames 1 and 2 were written, then taken back with their folders
+    (run_dir / "pairs").mkdir(parents=True)  # an earlier refinement's pairs stay until a new set is complete
+    (run_dir / "pairs" / "input.0009.exr").write_bytes(b"earlier")
+    with pytest.raises(copycat_nuke.ImageIOError, match="0003"):
+        upscale.refine_on_shot(plate, run_dir, steps=2, model=x2)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["pairs"]
+    assert [p.name for p in (run_dir / "pairs").iterdir()] == ["input.0009.exr"]
+
+
 @pytest.mark.parametrize("command", ["upscale", "deblur"])
 def test_a_missing_shipped_network_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
