@@ -60,6 +60,8 @@ class TqdmListener:
                 f"{event.total_steps} steps on {event.device} → {event.out_dir}",
                 file=sys.stderr,
             )
+            if event.resolutions != "off":
+                tqdm.write(f"multi-resolution: {event.resolutions}", file=sys.stderr)
         elif isinstance(event, StepDone) and self.bar is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4g}", lr=f"{event.learning_rate:.2g}", refresh=False)
             self.bar.update(event.step - self.bar.n)
@@ -162,8 +164,8 @@ def _add_train(sub: Any) -> None:
         "--multi-resolution",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2 (default on; turn it off "
-        "for effects tied to the pixel scale: blurs, softens, grain)",
+        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2, each stage only where the "
+        "effect survives that downscaling (default on; the plan is printed)",
     )
     parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -75,6 +75,7 @@ class Started:
     precision: str
     out_dir: Path
     batch_choice: str = ""  #: how the batch size was decided ("set", "resumed", or the automatic probe)
+    resolutions: str = "off"  #: the multi-resolution plan in words: the stages run, and those left out and why
 
 
 @dataclass(frozen=True)
@@ -303,18 +304,40 @@ def learning_rate(step: int, total_steps: int, base: float) -> float:
 MULTI_RESOLUTION_STAGES: tuple[tuple[int, float], ...] = ((4, 0.2), (2, 0.2))
 #: A stage's crops are at least this many pixels; a stage whose downscaled frames are smaller is skipped.
 MULTI_RESOLUTION_MIN_SIDE = 32
+#: A stage runs only where at least this share of the effect survives its downscaling (see
+#: :func:`surviving_effect`): a grade or a paint-out keeps 99% of it at ¼, a pixel-scale soften 58% at ¼
+#: and 84% at ½, and training such an effect at low resolution teaches a different one
+#: (benchmarks/fewshot.py: the soften ends 1.6 dB lower with its coarse stages than without).
+MULTI_RESOLUTION_MIN_EFFECT = 0.9
 
 
-def resolution_factor(step: int, total_steps: int, multi_resolution: bool = True) -> int:
-    """The downscale factor training uses at ``step`` (from 0) of ``total_steps``: 4, 2, then 1."""
-    if not multi_resolution:
-        return 1
+def resolution_factor(step: int, total_steps: int, stages: Iterable[int] = (4, 2)) -> int:
+    """The downscale factor training uses at ``step`` (from 0) of ``total_steps``: 4, 2, then 1.
+
+    ``stages`` are the factors that run (see :meth:`Trainer.plan_resolutions`); a stage that does not
+    run leaves its share of the steps at full resolution."""
+    running = set(stages)
     edge = 0.0
     for factor, share in MULTI_RESOLUTION_STAGES:
         edge += share
         if step < edge * total_steps:
-            return factor
+            return factor if factor in running else 1
     return 1
+
+
+def surviving_effect(pairs: Sequence[Pair], shrunk: Sequence[Pair]) -> Optional[float]:
+    """How much of the effect ``shrunk`` (the pairs downscaled) still shows: mean |Ground Truth − Input|
+    per pixel after downscaling over before, in working space; None where Input and Ground Truth cannot
+    be compared (different channels, an upscaler) or do not differ."""
+    if any(p.target.shape != p.centre.shape for p in pairs):
+        return None
+
+    def effect(of: Sequence[Pair]) -> float:
+        total = sum(float(np.abs(p.target - p.centre).sum(dtype=np.float64)) for p in of)
+        return total / sum(p.target.size for p in of)
+
+    before = effect(pairs)
+    return effect(shrunk) / before if before > 0 else None
 
 
 def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transfer) -> list[Pair]:
@@ -563,6 +586,7 @@ class Trainer:
                 rank=self.dist.rank,
                 scale=data.scale,
             )
+            stages, resolutions = self.plan_resolutions(data, working, sampler.crop_size, total_steps)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
@@ -588,6 +612,8 @@ class Trainer:
                 batch_size=batch_size,
                 log=log,
                 batch_choice=batch_choice,
+                stages=stages,
+                resolutions=resolutions,
             )
             self._emit(
                 Started(
@@ -600,6 +626,7 @@ class Trainer:
                     precision=runtime.precision,
                     out_dir=self.out_dir,
                     batch_choice=batch_choice,
+                    resolutions=resolutions,
                 )
             )
             return self._train(context, start_step, clock)
@@ -665,7 +692,7 @@ class Trainer:
             lr = learning_rate(step, run.total_steps, cfg.learning_rate)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            factor = resolution_factor(step, run.total_steps, cfg.multi_resolution)
+            factor = resolution_factor(step, run.total_steps, run.stages)
             if factor != run.factor:
                 self._change_resolution(run, factor)
             inputs, targets = run.sampler.next_batch()
@@ -742,19 +769,52 @@ class Trainer:
             losses=losses,
         )
 
+    def plan_resolutions(
+        self, data: TrainingData, working: transfer.Transfer, crop_size: int, total_steps: int
+    ) -> tuple[tuple[int, ...], str]:
+        """Which multi-resolution stages this job runs, and why, in words (for the log and the manifest).
+
+        A stage is left out (its steps stay at full resolution) where the downscaled frames are smaller
+        than its crops, or where less than :data:`MULTI_RESOLUTION_MIN_EFFECT` of the effect survives the
+        downscaling (:func:`surviving_effect`). The plan depends only on the pairs, so a resumed run
+        makes the same one."""
+        if not self.config.multi_resolution:
+            return (), "off"
+        running: list[int] = []
+        said: list[str] = []
+        edge = 0.0
+        for factor, share in MULTI_RESOLUTION_STAGES:
+            first, edge = math.ceil(edge * total_steps), edge + share
+            last = math.ceil(edge * total_steps) - 1
+            name = f"1/{factor}"
+            shrunk = downscale_pairs(data.pairs, factor, working)
+            crop = max(MULTI_RESOLUTION_MIN_SIDE, crop_size // factor // 16 * 16)
+            kept = surviving_effect(data.pairs, shrunk)
+            if last < first:
+                said.append(f"{name}: no steps")
+            elif min(min(pair.input.shape[:2]) for pair in shrunk) < crop:
+                said.append(f"{name} skipped (downscaled frames smaller than its {crop}-pixel crops)")
+            elif kept is not None and kept < MULTI_RESOLUTION_MIN_EFFECT:
+                said.append(
+                    f"{name} skipped (only {kept:.0%} of the effect survives it, under "
+                    f"{MULTI_RESOLUTION_MIN_EFFECT:.0%}: the effect is finer than that resolution)"
+                )
+            else:
+                running.append(factor)
+                survives = f", {kept:.0%} of the effect survives" if kept is not None else ""
+                said.append(f"{name} for steps {first + 1}-{last + 1} ({crop}-pixel crops{survives})")
+        return tuple(running), "; ".join(said) + (
+            "; then full resolution" if running else ": full resolution throughout"
+        )
+
     def _change_resolution(self, run: _RunContext, factor: int) -> None:
         """Sample from the pairs downscaled ÷``factor`` from now on, continuing the same random stream
         (so a resumed run takes exactly the batches the uninterrupted one did)."""
         sampler = run.stage_samplers.get(factor)
         if sampler is None:
             pairs = downscale_pairs(run.data.pairs, factor, run.working)
-            smallest = min(min(pair.input.shape[:2]) for pair in pairs)
             crop = max(MULTI_RESOLUTION_MIN_SIDE, run.stage_samplers[1].crop_size // factor // 16 * 16)
-            if smallest < crop:  # frames too small to gain from this stage: stay where we are
-                run.stage_samplers[factor] = run.sampler
-                run.factor = factor
-                return
-            sampler = PatchSampler(  # the crop fits and is a multiple of 16: no warning
+            sampler = PatchSampler(  # the plan checked that the crop fits; it is a multiple of 16
                 pairs,
                 crop_size=crop,
                 batch_size=run.batch_size,
@@ -791,6 +851,7 @@ class Trainer:
                 "precision": run.runtime.precision,
                 "batch_size": run.batch_size,
                 "batch_size_choice": run.batch_choice,
+                "multi_resolution": run.resolutions,
                 "crop_size": run.stage_samplers[1].crop_size,
                 "source_frames": imageio.format_frame_list(run.data.frames),
                 "input": cfg.input,
@@ -913,6 +974,8 @@ class _RunContext:
     batch_size: int
     log: LossLog
     batch_choice: str = "set"
+    stages: tuple[int, ...] = ()  #: the multi-resolution stages this run takes (factors), from the plan
+    resolutions: str = "off"  #: the plan in words
     factor: int = 1  #: the resolution the sampler draws from: 1 full, 2 half, 4 quarter
     stage_samplers: dict[int, PatchSampler] = field(default_factory=dict)  #: by factor; 1 is the full one
 

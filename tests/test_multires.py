@@ -8,10 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from copycat_nuke import imageio, transfer
-from copycat_nuke.config import TrainConfig
+from copycat_nuke import catfile, imageio, transfer
+from copycat_nuke.config import TrainConfig, save_yaml
 from copycat_nuke.data import Pair, PatchSampler
-from copycat_nuke.train import StepDone, Trainer, downscale_pairs, resolution_factor, train_model
+from copycat_nuke.train import (
+    Started,
+    StepDone,
+    Trainer,
+    downscale_pairs,
+    resolution_factor,
+    surviving_effect,
+    train_model,
+)
 
 
 def write_pairs(directory: Path, size: int = 128) -> tuple[str, str]:
@@ -47,7 +55,66 @@ def config(directory: Path, **overrides: object) -> TrainConfig:
 
 def test_the_schedule_is_quarter_then_half_then_full_resolution():
     assert [resolution_factor(step, 10) for step in range(10)] == [4, 4, 2, 2, 1, 1, 1, 1, 1, 1]
-    assert [resolution_factor(step, 10, multi_resolution=False) for step in range(10)] == [1] * 10
+    assert [resolution_factor(step, 10, stages=(2,)) for step in range(10)] == [1, 1, 2, 2, 1, 1, 1, 1, 1, 1]
+    assert [resolution_factor(step, 10, stages=()) for step in range(10)] == [1] * 10
+
+
+def fine_detail(size: int, seed: int = 5) -> np.ndarray:
+    """Pixel-scale texture: what a soften changes and a downscale averages away."""
+    return np.random.default_rng(seed).random((size, size, 3), dtype=np.float32) * 0.5 + 0.25
+
+
+def test_surviving_effect_tells_a_grade_from_a_pixel_scale_soften():
+    working = transfer.Transfer()
+    image = working.to_working(fine_detail(64))
+    grade = [Pair(image, image * 1.2 + 0.05, "grade")]
+    blurred = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
+    soften = [Pair(image, blurred.astype(np.float32), "soften")]
+    assert surviving_effect(grade, downscale_pairs(grade, 4, working)) == pytest.approx(1.0, abs=0.05)
+    assert surviving_effect(soften, downscale_pairs(soften, 4, working)) < 0.3
+    matte = [Pair(image, image[:, :, :1], "matte")]  # different channels: nothing to compare
+    assert surviving_effect(matte, downscale_pairs(matte, 4, working)) is None
+    same = [Pair(image, image, "nothing")]
+    assert surviving_effect(same, downscale_pairs(same, 4, working)) is None
+
+
+def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, monkeypatch):
+    shapes: list[tuple[int, ...]] = []
+    real = PatchSampler.next_batch
+
+    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
+        batch = real(self)
+        shapes.append(tuple(batch[0].shape))
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "next_batch", record)
+    for frame in (1, 2):
+        image = fine_detail(128, seed=frame)
+        soft = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
+        imageio.write_frame(tmp_path / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
+        imageio.write_frame(tmp_path / f"gt.{frame:04d}.exr", soft.astype(np.float32), "rgb", pixel_type="float")
+    events: list[object] = []
+    job = config(tmp_path / "job", input=str(tmp_path / "in.####.exr"), target=str(tmp_path / "gt.####.exr"))
+    result = train_model(job, listeners=[events.append])
+    assert shapes == [(2, 3, 64, 64)] * 10
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.resolutions.startswith("1/4 skipped (only ")
+    assert "of the effect survives it" in started.resolutions
+    assert started.resolutions.endswith(": full resolution throughout")
+    assert catfile.read_manifest(result.model_path).training["multi_resolution"] == started.resolutions
+
+
+def test_the_plan_is_in_the_log_and_the_manifest(tmp_path, capsys):
+    from copycat_nuke.cli import main
+
+    job = config(tmp_path)
+    assert main(["train", "--config", str(save_yaml(job, tmp_path / "job.yaml")), "--device", "cpu"]) == 0
+    said = capsys.readouterr().err
+    plan = "1/4 for steps 1-2 (32-pixel crops, 100% of the effect survives); 1/2 for steps 3-4"
+    assert f"multi-resolution: {plan}" in said
+    manifest = catfile.read_manifest(tmp_path / "run" / "model.cat")
+    assert manifest.training["multi_resolution"].startswith(plan)
+    assert manifest.training["multi_resolution"].endswith("; then full resolution")
 
 
 def test_downscaled_pairs_are_box_averages_in_linear_light():

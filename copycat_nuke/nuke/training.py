@@ -213,6 +213,8 @@ class _Progress:
             steps = f"{event.total_steps:,} steps ({event.pairs} pairs, batch {event.batch_size})"
             context.post(_set_knob, context.node_name, "totalSteps", steps)
             context.progress(0, f"training on {event.device}: {steps}", force=True)
+            if event.resolutions != "off":  # which coarse stages run, and why others do not
+                print(f"copycat_nuke: {context.node_name}: multi-resolution: {event.resolutions}", flush=True)
         elif isinstance(event, self.step_done):
             percent = 100.0 * event.step / max(event.total_steps, 1)
             message = (
