@@ -63,7 +63,9 @@ _TEXT = _hex("#a8a8a8")
 _TEXT_BRIGHT = _hex("#d8d8d8")
 _TEXT_DIM = _hex("#7a7a7a")
 #: Smoothed curve colours: the first is Nuke's curve orange, the rest tell extra runs apart.
-_SERIES_COLOURS = tuple(_hex(c) for c in ("#f0a030", "#4fb3e8", "#8cc152", "#e0607e", "#b48ee0", "#e8d44d", "#4dd0b4"))
+_SERIES_COLOURS = tuple(
+    _hex(c) for c in ("#f0a030", "#4fb3e8", "#8cc152", "#e0607e", "#b48ee0", "#e8d44d", "#4dd0b4", "#d8d8d8")
+)
 _RAW_ALPHA = 0.3  # the raw curve is context, the smoothed one is the message
 _SUPERSAMPLE = 4  # curve anti-aliasing: rasterise at 4× then box-filter down (16 coverage levels)
 

@@ -305,9 +305,9 @@ MULTI_RESOLUTION_STAGES: tuple[tuple[int, float], ...] = ((4, 0.2), (2, 0.2))
 #: A stage's crops are at least this many pixels; a stage whose downscaled frames are smaller is skipped.
 MULTI_RESOLUTION_MIN_SIDE = 32
 #: A stage runs only where at least this share of the effect survives its downscaling (see
-#: :func:`surviving_effect`): a grade or a paint-out keeps 99% of it at ¼, a pixel-scale soften 58% at ¼
-#: and 84% at ½, and training such an effect at low resolution teaches a different one
-#: (benchmarks/fewshot.py: the soften ends 1.6 dB lower with its coarse stages than without).
+#: :func:`surviving_effect`): a grade and the benchmark's paint-out keep 99% of it at ¼, where a
+#: 2.5-pixel soften keeps 58% at ¼ and 83% at ½, and training such an effect at low resolution teaches a
+#: different one (benchmarks/fewshot.py: the soften ended 1.6 dB lower with its coarse stages than without).
 MULTI_RESOLUTION_MIN_EFFECT = 0.9
 
 
@@ -325,19 +325,32 @@ def resolution_factor(step: int, total_steps: int, stages: Iterable[int] = (4, 2
     return 1
 
 
-def surviving_effect(pairs: Sequence[Pair], shrunk: Sequence[Pair]) -> Optional[float]:
-    """How much of the effect ``shrunk`` (the pairs downscaled) still shows: mean |Ground Truth − Input|
-    per pixel after downscaling over before, in working space; None where Input and Ground Truth cannot
-    be compared (different channels, an upscaler) or do not differ."""
-    if any(p.target.shape != p.centre.shape for p in pairs):
-        return None
+def surviving_effect(pairs: Sequence[Pair], factor: int, working: transfer.Transfer) -> Optional[float]:
+    """The share of the effect that survives downscaling ÷``factor``, 0 to 1; None where there is none to
+    measure (Ground Truth and Input have different channels, e.g. a matte, or do not differ).
 
-    def effect(of: Sequence[Pair]) -> float:
-        total = sum(float(np.abs(p.target - p.centre).sum(dtype=np.float64)) for p in of)
-        return total / sum(p.target.size for p in of)
-
-    before = effect(pairs)
-    return effect(shrunk) / before if before > 0 else None
+    The effect is the difference Ground Truth − Input in linear light (an upscaler's Input repeated to the
+    Ground Truth's size); box-averaging it over ``factor``×``factor`` blocks, as the stage's downscaling
+    does, keeps what is the same sign across a block and cancels the rest. The share is mean |averaged
+    difference| over mean |difference|: ~1 for a grade or a paint-out of solid marks, low for a blur,
+    sharpen or grain finer than the block."""
+    kept = total = 0.0
+    for pair in pairs:
+        centre, target = pair.centre, pair.target
+        if centre.shape[2] != target.shape[2]:
+            return None
+        scale = target.shape[0] // centre.shape[0]
+        if scale > 1:
+            centre = np.repeat(np.repeat(centre, scale, axis=0), scale, axis=1)
+        block = factor * scale  # an upscaler's stage shrinks its Ground Truth by factor too, over more pixels
+        h, w = target.shape[0] // block * block, target.shape[1] // block * block
+        if h == 0 or w == 0:
+            continue
+        difference = working.from_working(target[:h, :w]) - working.from_working(centre[:h, :w])
+        averaged = difference.reshape(h // block, block, w // block, block, -1).mean(axis=(1, 3), dtype=np.float64)
+        kept += float(np.abs(averaged).sum()) * block * block
+        total += float(np.abs(difference).sum(dtype=np.float64))
+    return kept / total if total > 0 else None
 
 
 def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transfer) -> list[Pair]:
@@ -586,7 +599,7 @@ class Trainer:
                 rank=self.dist.rank,
                 scale=data.scale,
             )
-            stages, resolutions = self.plan_resolutions(data, working, sampler.crop_size, total_steps)
+            stages, resolutions = self.plan_resolutions(data, working, sampler.crop_size, total_steps, runtime.device)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
@@ -770,14 +783,14 @@ class Trainer:
         )
 
     def plan_resolutions(
-        self, data: TrainingData, working: transfer.Transfer, crop_size: int, total_steps: int
+        self, data: TrainingData, working: transfer.Transfer, crop_size: int, total_steps: int, device: torch.device
     ) -> tuple[tuple[int, ...], str]:
         """Which multi-resolution stages this job runs, and why, in words (for the log and the manifest).
 
         A stage is left out (its steps stay at full resolution) where the downscaled frames are smaller
         than its crops, or where less than :data:`MULTI_RESOLUTION_MIN_EFFECT` of the effect survives the
         downscaling (:func:`surviving_effect`). The plan depends only on the pairs, so a resumed run
-        makes the same one."""
+        makes the same one; in distributed training a stage runs only if every rank's plan has it."""
         if not self.config.multi_resolution:
             return (), "off"
         running: list[int] = []
@@ -787,21 +800,25 @@ class Trainer:
             first, edge = math.ceil(edge * total_steps), edge + share
             last = math.ceil(edge * total_steps) - 1
             name = f"1/{factor}"
-            shrunk = downscale_pairs(data.pairs, factor, working)
             crop = max(MULTI_RESOLUTION_MIN_SIDE, crop_size // factor // 16 * 16)
-            kept = surviving_effect(data.pairs, shrunk)
             if last < first:
                 said.append(f"{name}: no steps")
-            elif min(min(pair.input.shape[:2]) for pair in shrunk) < crop:
+                continue
+            smallest = min(min(pair.input.shape[:2]) // factor for pair in data.pairs)
+            kept = surviving_effect(data.pairs, factor, working) if smallest >= crop else None
+            runs = smallest >= crop and (kept is None or kept >= MULTI_RESOLUTION_MIN_EFFECT)
+            if distributed.min_over_ranks(self.dist, int(runs), device) < 1 and runs:
+                said.append(f"{name} skipped (another training process's pairs do not allow it)")
+            elif smallest < crop:
                 said.append(f"{name} skipped (downscaled frames smaller than its {crop}-pixel crops)")
-            elif kept is not None and kept < MULTI_RESOLUTION_MIN_EFFECT:
+            elif not runs:
                 said.append(
-                    f"{name} skipped (only {kept:.0%} of the effect survives it, under "
+                    f"{name} skipped (only {math.floor(100 * (kept or 0.0))}% of the effect survives it, under "
                     f"{MULTI_RESOLUTION_MIN_EFFECT:.0%}: the effect is finer than that resolution)"
                 )
             else:
                 running.append(factor)
-                survives = f", {kept:.0%} of the effect survives" if kept is not None else ""
+                survives = f", {math.floor(100 * kept)}% of the effect survives" if kept is not None else ""
                 said.append(f"{name} for steps {first + 1}-{last + 1} ({crop}-pixel crops{survives})")
         return tuple(running), "; ".join(said) + (
             "; then full resolution" if running else ": full resolution throughout"

@@ -356,10 +356,15 @@ def refine_on_shot(
     try:
         smallest = _write_shot_pairs(source, numbers, staging, manifest, path)
     except BaseException:  # a bad frame leaves nothing behind: not the staged pairs, not the folders made
-        shutil.rmtree(created or staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty_folders(Path(run_dir), created)
         raise
-    shutil.rmtree(pairs_dir, ignore_errors=True)
+    earlier = Path(run_dir) / "pairs.earlier"  # an earlier refinement's pairs go only once the new ones are in
+    shutil.rmtree(earlier, ignore_errors=True)
+    if pairs_dir.exists():
+        pairs_dir.rename(earlier)
     staging.rename(pairs_dir)
+    shutil.rmtree(earlier, ignore_errors=True)
     inputs = imageio.ImageSequence(pairs_dir, "input.", 4, ".exr")
     truths = imageio.ImageSequence(pairs_dir, "truth.", 4, ".exr")
     crop = int(manifest.config.get("crop_size") or REFINE_CROP_SIZE)
@@ -391,6 +396,20 @@ def _first_missing(directory: Path) -> Optional[Path]:
             return missing
         missing = folder
     return missing
+
+
+def _remove_empty_folders(directory: Path, outermost: Optional[Path]) -> None:
+    """Remove ``directory`` and its parents up to ``outermost`` while they are empty (what this call made;
+    a folder another job has written into since stays)."""
+    if outermost is None:
+        return
+    for folder in (directory.absolute(), *directory.absolute().parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == outermost:
+            return
 
 
 def _write_shot_pairs(

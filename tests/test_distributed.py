@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import tiny_config
+from test_train import read_losses, tiny_config
 
 from copycat_nuke import catfile
 from copycat_nuke.config import save_yaml
@@ -163,7 +163,9 @@ def test_a_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
     weights = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(2)]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     run = tmp_path / "run"
-    # the log reads as one run: the single process's steps 1-3, then the two ranks' steps 4-6
+    # the log reads as one run: the single process's steps 1-3 (kept, not retrained), then the ranks' 4-6
+    losses = read_losses(run / "loss.csv")
+    assert [round(loss, 5) for _, loss in losses[:3]] == [round(loss, 5) for loss in single.losses]
     assert [line.split(",")[0] for line in (run / "loss.csv").read_text().splitlines()] == [
         "step",
         "1",

@@ -66,16 +66,31 @@ def fine_detail(size: int, seed: int = 5) -> np.ndarray:
 
 def test_surviving_effect_tells_a_grade_from_a_pixel_scale_soften():
     working = transfer.Transfer()
-    image = working.to_working(fine_detail(64))
-    grade = [Pair(image, image * 1.2 + 0.05, "grade")]
-    blurred = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
-    soften = [Pair(image, blurred.astype(np.float32), "soften")]
-    assert surviving_effect(grade, downscale_pairs(grade, 4, working)) == pytest.approx(1.0, abs=0.05)
-    assert surviving_effect(soften, downscale_pairs(soften, 4, working)) < 0.3
+    linear = fine_detail(64)
+    image = working.to_working(linear)
+
+    def pair(truth_linear: np.ndarray, label: str) -> list[Pair]:
+        return [Pair(image, working.to_working(truth_linear.astype(np.float32)), label)]
+
+    soft = (linear + np.roll(linear, 1, 0) + np.roll(linear, 1, 1) + np.roll(linear, (1, 1), (0, 1))) / 4
+    assert surviving_effect(pair(linear * 1.2 + 0.05, "grade"), 4, working) == pytest.approx(1.0)
+    assert surviving_effect(pair(soft, "soften"), 4, working) < 0.3
+    # solid marks keep their sign across a block, bright or dark alike: a paint-out's stages run
+    for value in (4.0, 0.0):
+        wire = linear.copy()
+        wire[:, 30] = value
+        assert surviving_effect(pair(wire, f"wire {value}"), 4, working) == pytest.approx(1.0)
     matte = [Pair(image, image[:, :, :1], "matte")]  # different channels: nothing to compare
-    assert surviving_effect(matte, downscale_pairs(matte, 4, working)) is None
-    same = [Pair(image, image, "nothing")]
-    assert surviving_effect(same, downscale_pairs(same, 4, working)) is None
+    assert surviving_effect(matte, 4, working) is None
+    assert surviving_effect([Pair(image, image, "nothing")], 4, working) is None
+
+
+def test_an_upscalers_detail_does_not_survive_downscaling():
+    working = transfer.Transfer()
+    truth = fine_detail(64)
+    low = truth.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))  # the Ground Truth's own ÷2
+    pairs = [Pair(working.to_working(low), working.to_working(truth), "x2")]
+    assert surviving_effect(pairs, 4, working) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, monkeypatch):
@@ -194,10 +209,11 @@ def test_an_upscaler_with_odd_frame_sizes_trains_at_every_stage(tmp_path, monkey
 
     monkeypatch.setattr(PatchSampler, "next_batch", record)
     rng = np.random.default_rng(8)
-    for frame in (1, 2):
-        truth = rng.random((270, 202, 3), dtype=np.float32)
-        imageio.write_frame(tmp_path / f"lo.{frame:04d}.exr", truth[::2, ::2], "rgb", pixel_type="float")
-        imageio.write_frame(tmp_path / f"hi.{frame:04d}.exr", truth, "rgb", pixel_type="float")
+    for frame in (1, 2):  # an upscale with a grade: an effect that survives the stages' downscaling
+        plate = rng.random((34, 26, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)[:270, :202]
+        imageio.write_frame(tmp_path / f"lo.{frame:04d}.exr", plate[::2, ::2], "rgb", pixel_type="float")
+        graded = plate * np.array([0.7, 1.0, 1.3], np.float32)
+        imageio.write_frame(tmp_path / f"hi.{frame:04d}.exr", graded, "rgb", pixel_type="float")
     job = config(
         tmp_path / "job", input=str(tmp_path / "lo.####.exr"), target=str(tmp_path / "hi.####.exr"), crop_size=64
     )
