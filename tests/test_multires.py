@@ -53,6 +53,25 @@ def config(directory: Path, **overrides: object) -> TrainConfig:
     return TrainConfig(**settings)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The (Input, Ground Truth) shapes of every batch the sampler hands out during the test."""
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = PatchSampler.next_batch
+
+    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
+        batch = real(self)
+        shapes.append((tuple(batch[0].shape), tuple(batch[1].shape)))
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "next_batch", record)
+    return shapes
+
+
+def input_shapes(batches: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> list[tuple[int, ...]]:
+    return [source for source, _ in batches]
+
+
 def test_the_schedule_is_quarter_then_half_then_full_resolution():
     assert [resolution_factor(step, 10) for step in range(10)] == [4, 4, 2, 2, 1, 1, 1, 1, 1, 1]
     assert [resolution_factor(step, 10, stages=(2,)) for step in range(10)] == [1, 1, 2, 2, 1, 1, 1, 1, 1, 1]
@@ -93,16 +112,7 @@ def test_an_upscalers_detail_does_not_survive_downscaling():
     assert surviving_effect(pairs, 4, working) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, monkeypatch):
-    shapes: list[tuple[int, ...]] = []
-    real = PatchSampler.next_batch
-
-    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
-        batch = real(self)
-        shapes.append(tuple(batch[0].shape))
-        return batch
-
-    monkeypatch.setattr(PatchSampler, "next_batch", record)
+def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, batches):
     for frame in (1, 2):
         image = fine_detail(128, seed=frame)
         soft = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
@@ -111,7 +121,7 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, m
     events: list[object] = []
     job = config(tmp_path / "job", input=str(tmp_path / "in.####.exr"), target=str(tmp_path / "gt.####.exr"))
     result = train_model(job, listeners=[events.append])
-    assert shapes == [(2, 3, 64, 64)] * 10
+    assert input_shapes(batches) == [(2, 3, 64, 64)] * 10
     (started,) = [event for event in events if isinstance(event, Started)]
     assert started.resolutions.startswith("1/4 skipped (only ")
     assert "of the effect survives it" in started.resolutions
@@ -143,33 +153,15 @@ def test_downscaled_pairs_are_box_averages_in_linear_light():
     np.testing.assert_allclose(working.from_working(small.target), 1.0, rtol=1e-5)
 
 
-def test_early_steps_sample_smaller_crops_from_downscaled_frames(tmp_path, monkeypatch):
-    shapes: list[tuple[int, ...]] = []
-    real = PatchSampler.next_batch
-
-    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
-        batch = real(self)
-        shapes.append(tuple(batch[0].shape))
-        return batch
-
-    monkeypatch.setattr(PatchSampler, "next_batch", record)
+def test_early_steps_sample_smaller_crops_from_downscaled_frames(tmp_path, batches):
     train_model(config(tmp_path))
-    assert shapes == [(2, 3, 32, 32)] * 4 + [(2, 3, 64, 64)] * 6
+    assert input_shapes(batches) == [(2, 3, 32, 32)] * 4 + [(2, 3, 64, 64)] * 6
 
 
-def test_frames_too_small_for_a_stage_stay_at_full_resolution(tmp_path, monkeypatch):
-    shapes: list[tuple[int, ...]] = []
-    real = PatchSampler.next_batch
-
-    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
-        batch = real(self)
-        shapes.append(tuple(batch[0].shape))
-        return batch
-
-    monkeypatch.setattr(PatchSampler, "next_batch", record)
+def test_frames_too_small_for_a_stage_stay_at_full_resolution(tmp_path, batches):
     source, truth = write_pairs(tmp_path, size=48)
     train_model(config(tmp_path / "x", input=source, target=truth, crop_size=32))
-    assert shapes == [(2, 3, 32, 32)] * 10  # 48/4 and 48/2 are below 32 pixels: no coarse stages
+    assert input_shapes(batches) == [(2, 3, 32, 32)] * 10  # 48/4 and 48/2 are below 32 pixels: no coarse stages
 
 
 @pytest.mark.parametrize("stop_after", [1, 3, 6])
@@ -198,16 +190,7 @@ def test_the_command_line_switches_multi_resolution(flag, expected):
     assert _train_config(args).multi_resolution is expected
 
 
-def test_an_upscaler_with_odd_frame_sizes_trains_at_every_stage(tmp_path, monkeypatch):
-    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-    real = PatchSampler.next_batch
-
-    def record(self: PatchSampler):  # type: ignore[no-untyped-def]
-        batch = real(self)
-        shapes.append((tuple(batch[0].shape), tuple(batch[1].shape)))
-        return batch
-
-    monkeypatch.setattr(PatchSampler, "next_batch", record)
+def test_an_upscaler_with_odd_frame_sizes_trains_at_every_stage(tmp_path, batches):
     rng = np.random.default_rng(8)
     for frame in (1, 2):  # an upscale with a grade: an effect that survives the stages' downscaling
         plate = rng.random((34, 26, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)[:270, :202]
@@ -219,7 +202,7 @@ def test_an_upscaler_with_odd_frame_sizes_trains_at_every_stage(tmp_path, monkey
     )
     train_model(job)  # 135×101 Inputs: ÷4 is 33×25 (skipped, under 32), ÷2 is 67×50 with a 134×100 Ground Truth
     full, half = ((2, 3, 64, 64), (2, 3, 128, 128)), ((2, 3, 32, 32), (2, 3, 64, 64))
-    assert shapes == [full] * 2 + [half] * 2 + [full] * 6
+    assert batches == [full] * 2 + [half] * 2 + [full] * 6
 
 
 def test_auto_on_the_command_line_overrides_a_batch_size_from_the_config(tmp_path):
