@@ -164,8 +164,9 @@ def _add_train(sub: Any) -> None:
         "--multi-resolution",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2, each stage only where the "
-        "effect survives that downscaling (default on; the plan is printed)",
+        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2 (small full-resolution crops "
+        "for a local effect such as a paint-out), each stage only where the effect allows it (default on; the plan "
+        "is printed)",
     )
     parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -57,8 +57,9 @@ class TrainConfig:
     learning_rate: float = 5e-4
     difference_share: float = 0.5  #: share of crops centred where Input and Ground Truth differ
     lstm: bool = False
-    #: early steps on downscaled pairs (¼, then ½ resolution), then full resolution, each stage only where
-    #: the effect survives its downscaling: see train.py. On by default (benchmarks/fewshot.py)
+    #: early steps at ¼, then ½ resolution (downscaled pairs, or small full-resolution crops for a local
+    #: effect), then full resolution, each stage only where the effect allows it: see
+    #: Trainer.plan_resolutions. On by default (benchmarks/fewshot.py)
     multi_resolution: bool = True
     #: neighbouring Input frames the network also sees on each side (0: one frame; at most MAX_TEMPORAL),
     #: against flicker; pairs whose neighbours are missing from the Input sequence are left out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from copycat_nuke import catfile, imageio, transfer
+from copycat_nuke import catfile, imageio, train, transfer
 from copycat_nuke.config import TrainConfig, save_yaml
 from copycat_nuke.data import Pair, PatchSampler
 from copycat_nuke.train import (
@@ -16,6 +16,7 @@ from copycat_nuke.train import (
     StepDone,
     Trainer,
     downscale_pairs,
+    local_share,
     resolution_factor,
     surviving_effect,
     train_model,
@@ -102,6 +103,53 @@ def test_surviving_effect_tells_a_grade_from_a_pixel_scale_soften():
     matte = [Pair(image, image[:, :, :1], "matte")]  # different channels: nothing to compare
     assert surviving_effect(matte, 4, working) is None
     assert surviving_effect([Pair(image, image, "nothing")], 4, working) is None
+
+
+def paint_out(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A plate with four small bright marks (Input) and the clean plate (Ground Truth), linear light."""
+    clean = fine_detail(size, seed)
+    marked = clean.copy()
+    for y, x in ((20, 20), (20, 90), (90, 30), (100, 100)):
+        marked[y - 3 : y + 4, x - 3 : x + 4] = (0.9, 0.95, 0.3)
+    return marked, clean
+
+
+def test_local_share_tells_a_paint_out_from_a_grade():
+    working = transfer.Transfer()
+    marked, clean = paint_out(128, 1)
+    paint = [Pair(working.to_working(marked), working.to_working(clean), "paint-out")]
+    grade = [Pair(working.to_working(clean), working.to_working(clean * 1.2 + 0.05), "grade")]
+    assert local_share(paint, working) == pytest.approx(1.0)
+    assert local_share(grade, working) < 0.3
+    assert local_share([Pair(paint[0].input, paint[0].input[:, :, :1], "matte")], working) is None
+
+
+def test_a_local_effect_takes_its_coarse_stages_on_full_resolution_crops(tmp_path, batches, monkeypatch):
+    for frame in (1, 2):
+        marked, clean = paint_out(128, frame)
+        imageio.write_frame(tmp_path / f"in.{frame:04d}.exr", marked, "rgb", pixel_type="float")
+        imageio.write_frame(tmp_path / f"gt.{frame:04d}.exr", clean, "rgb", pixel_type="float")
+    downscaled: list[int] = []
+    real = train.downscale_pairs
+    monkeypatch.setattr(train, "downscale_pairs", lambda pairs, f, w: downscaled.append(f) or real(pairs, f, w))
+    events: list[object] = []
+    job = config(tmp_path / "job", input=str(tmp_path / "in.####.exr"), target=str(tmp_path / "gt.####.exr"))
+    result = train_model(job, listeners=[events.append])
+    assert input_shapes(batches) == [(2, 3, 32, 32)] * 2 + [(2, 3, 32, 32)] * 2 + [(2, 3, 64, 64)] * 6
+    assert downscaled == []  # the crops come from the full-resolution pairs
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.resolutions.startswith("a local effect (100% of it in the 5% of pixels that change most); ")
+    assert "1/4 for steps 1-2 (32-pixel crops at full resolution)" in started.resolutions
+    assert catfile.read_manifest(result.model_path).training["multi_resolution"] == started.resolutions
+    stop = threading.Event()  # and a run stopped inside a stage resumes into the same batches
+
+    def stop_there(event: object) -> None:
+        if isinstance(event, StepDone) and event.step == 3:
+            stop.set()
+
+    again = config(tmp_path / "again", input=job.input, target=job.target)
+    first = Trainer(again, [stop_there], stop).run()
+    assert first.losses + train_model(again, resume=True).losses == result.losses
 
 
 def test_an_upscalers_detail_does_not_survive_downscaling():
