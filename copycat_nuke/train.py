@@ -316,6 +316,8 @@ MULTI_RESOLUTION_MIN_EFFECT = 0.9
 #: a grade, not local, keeps downscaled stages: 48.90 against 48.10 with small crops).
 LOCAL_SHARE = 0.8
 LOCAL_PIXELS = 0.05
+#: :func:`local_share` looks at about this many pixels at most (every n-th row and column of bigger jobs).
+LOCAL_SAMPLE_PIXELS = 4_000_000
 
 
 def resolution_factor(step: int, total_steps: int, stages: Iterable[int] = (4, 2)) -> int:
@@ -377,11 +379,13 @@ def local_share(pairs: Sequence[Pair], working: transfer.Transfer, pixels: float
     the ``pixels`` share of pixels that change most: ~1 for a paint-out of a few marks, ~0.3 for a grade or
     a soften; None where Input and Ground Truth cannot be compared or do not differ."""
     magnitudes = []
+    pixel_count = sum(pair.target.shape[0] * pair.target.shape[1] for pair in pairs)
+    stride = max(1, math.isqrt(pixel_count // LOCAL_SAMPLE_PIXELS))  # a big job is judged on a regular sample
     for pair in pairs:
         difference = effect_in_linear_light(pair, working)
         if difference is None:
             return None
-        magnitudes.append(np.abs(difference).sum(axis=2, dtype=np.float32).ravel())
+        magnitudes.append(np.abs(difference[::stride, ::stride]).sum(axis=2, dtype=np.float32).ravel())
     everything = np.concatenate(magnitudes)
     total = float(everything.sum(dtype=np.float64))
     if total <= 0:
