@@ -372,7 +372,7 @@ def refine_on_shot(
         input=inputs.pattern,
         target=truths.pattern,
         out=str(run_dir),
-        frames=imageio.format_frame_list(numbers),  # not stale pairs an earlier refinement left there
+        frames=imageio.format_frame_list(numbers),  # the frames just written (the folder holds only them)
         steps=steps,
         crop_size=max(MIN_REFINE_INPUT, min(crop, smallest) // 16 * 16),
         initial_weights=str(path),
