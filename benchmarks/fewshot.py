@@ -131,6 +131,7 @@ class HeldOutCurve:
         self.cpu_start = time.process_time()
         self.cpu_paused = 0.0
         self.points: list[Point] = []
+        self.started: Started | None = None
 
     def cpu_seconds(self) -> float:
         return time.process_time() - self.cpu_start - self.cpu_paused
@@ -144,6 +145,7 @@ class HeldOutCurve:
 
     def __call__(self, event: object) -> None:
         if isinstance(event, Started):
+            self.started = event
             self.start, self.paused = time.perf_counter(), 0.0
             self.cpu_start, self.cpu_paused = time.process_time(), 0.0
         elif isinstance(event, CheckpointWritten):
@@ -209,6 +211,9 @@ def run_effect(
         "train_seconds": round(train_seconds, 1),
         "train_cpu_seconds_all_threads": round(cpu_seconds, 1),
         "steps": result.steps,
+        "batch_size": curve.started.batch_size if curve.started else None,
+        "batch_choice": curve.started.batch_choice if curve.started else None,
+        "multi_resolution": curve.started.resolutions if curve.started else None,
         "final_loss": round(result.final_loss, 5),
         "held_out_psnr_db": {k: round(v, 2) for k, v in scores.items()},
         "gain_over_best_baseline_db": round(scores["copycat"] - best_baseline, 2),

@@ -418,6 +418,16 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
 #: curve and Stop stay responsive; on a CPU patches/s hardly depends on the batch, so smaller batches
 #: mean more updates per minute).
 AUTO_CPU_STEP_SECONDS = 2.0
+#: Automatic batch size on a CPU for a *fine* effect, one no coarse stage helps (Trainer.plan_resolutions,
+#: multi-resolution on: no stage runs and at least one was left out because too little of the effect
+#: survives it): on a CPU a patch costs about the
+#: same in any batch (Small, 128² crops: 0.13 s at batch 1, 0.11 s per patch at batch 3), so one patch per
+#: step makes about 2.5 times the updates per minute. benchmarks/fewshot.py soften (2.5-px blur): batch 1
+#: reached batch 3's best level (39.6 dB) at step 1000 in 2.2 and 2.6 min (two runs) against step 700 in
+#: 3.9 min, and 2400 steps ended at 43.25 dB against 38.96 after 1200 steps of 3 (5.3–6.1 against 6.5 min).
+#: Effects that take coarse stages keep the probe's batch: there batch 1 was slower (grade 1.2× against
+#: 1.55× to the same level, markers 1.9× against 8.7×); their stages already speed the start up.
+FINE_EFFECT_CPU_BATCH = 1
 #: Automatic batch size on a GPU: the share of free memory the batch may fill.
 AUTO_GPU_MEMORY_SHARE = 0.8
 #: The automatic batch size never exceeds this (nor the number of pairs).
@@ -452,8 +462,9 @@ def auto_batch_size(
 
     GPU: the largest batch whose measured memory (probe steps at batch 1 and 3, after a warm-up) fits
     :data:`AUTO_GPU_MEMORY_SHARE` of the free memory. CPU (and MPS): as many patches as keep a step within
-    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1. Never more than
-    ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
+    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1 (the trainer takes
+    :data:`FINE_EFFECT_CPU_BATCH` instead on a CPU where its plan finds the effect too fine for every
+    coarse stage). Never more than ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
     """
     cap = max(1, min(pairs, AUTO_MAX_BATCH))
     device = runtime.device
@@ -640,9 +651,18 @@ class Trainer:
                 rank=self.dist.rank,
                 scale=data.scale,
             )
-            stages, stage_crops, resolutions = self.plan_resolutions(
+            stages, stage_crops, resolutions, fine = self.plan_resolutions(
                 data, working, sampler.crop_size, total_steps, runtime.device
             )
+            if fine and batch_size > 1 and batch_choice.startswith("auto: ") and runtime.device.type == "cpu":
+                # No coarse stage can speed this effect up; on a CPU more, smaller updates do (FINE_EFFECT_CPU_BATCH)
+                batch_choice = (
+                    f"auto: {FINE_EFFECT_CPU_BATCH} per step: the effect is finer than the coarse stages, and on a "
+                    f"CPU such an effect learns faster from more updates of fewer patches (the probe alone "
+                    f"would take {batch_size}: {batch_choice[len('auto: ') :]})"
+                )
+                batch_size = sampler.batch_size = FINE_EFFECT_CPU_BATCH
+                total_steps = self._total_steps(pair_count, batch_size)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
@@ -828,9 +848,11 @@ class Trainer:
 
     def plan_resolutions(
         self, data: TrainingData, working: transfer.Transfer, crop_size: int, total_steps: int, device: torch.device
-    ) -> tuple[tuple[int, ...], bool, str]:
+    ) -> tuple[tuple[int, ...], bool, str, bool]:
         """Which multi-resolution stages this job runs, whether on small full-resolution crops rather than
-        downscaled frames, and why, in words (for the log and the manifest).
+        downscaled frames, why, in words (for the log and the manifest), and whether the effect is *fine*:
+        every stage was checked (none had no steps), none runs, and at least one was left out because too
+        little of the effect survives it.
 
         A local effect (:func:`local_share`) takes its stages on small crops of the full-resolution pairs.
         Otherwise a stage is left out (its steps stay at full resolution) where the downscaled frames are
@@ -838,11 +860,12 @@ class Trainer:
         survives the downscaling (:func:`surviving_effect`). The plan depends only on the pairs, so a
         resumed run makes the same one; in distributed training every rank takes the most cautious one."""
         if not self.config.multi_resolution:
-            return (), False, "off"
+            return (), False, "off", False
         local = local_share(data.pairs, working)
         crops = distributed.min_over_ranks(self.dist, int(local is not None and local >= LOCAL_SHARE), device) == 1
         running: list[int] = []
         said: list[str] = []
+        too_fine = unchecked = 0  # stages left out as finer than the effect; stages with no steps to check
         if crops:
             said.append(
                 f"a local effect ({math.floor(100 * (local or 0.0))}% of it in the {LOCAL_PIXELS:.0%} of pixels "
@@ -856,6 +879,7 @@ class Trainer:
             crop = max(MULTI_RESOLUTION_MIN_SIDE, crop_size // factor // 16 * 16)
             if last < first:
                 said.append(f"{name}: no steps")
+                unchecked += 1
                 continue
             if crops:  # the full-resolution frames hold the job's crops, so they hold these smaller ones
                 running.append(factor)
@@ -869,6 +893,7 @@ class Trainer:
             elif smallest < crop:
                 said.append(f"{name} skipped (downscaled frames smaller than its {crop}-pixel crops)")
             elif not runs:
+                too_fine += 1
                 said.append(
                     f"{name} skipped (only {math.floor(100 * (kept or 0.0))}% of the effect survives it, under "
                     f"{MULTI_RESOLUTION_MIN_EFFECT:.0%}: the effect is finer than that resolution)"
@@ -878,7 +903,10 @@ class Trainer:
                 survives = f", {math.floor(100 * kept)}% of the effect survives" if kept is not None else ""
                 said.append(f"{name} for steps {first + 1}-{last + 1} ({crop}-pixel crops{survives})")
         ending = "; then full resolution" if running else ": full resolution throughout"
-        return tuple(running), crops, "; ".join(said) + ending
+        # Only a plan that checked every stage calls an effect fine: a plan with a "no steps" stage depends on
+        # the run's length, which the batch that a fine effect takes changes.
+        fine = distributed.min_over_ranks(self.dist, int(not running and too_fine > 0 and not unchecked), device) == 1
+        return tuple(running), crops, "; ".join(said) + ending, fine
 
     def _change_resolution(self, run: _RunContext, factor: int) -> None:
         """Sample from the pairs downscaled ÷``factor`` (a local effect: crops ÷``factor`` the size from the

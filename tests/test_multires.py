@@ -160,14 +160,19 @@ def test_an_upscalers_detail_does_not_survive_downscaling():
     assert surviving_effect(pairs, 4, working) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, batches):
+def write_soften_pairs(directory: Path) -> dict[str, str]:
+    """Two pairs whose Ground Truth is a 2×2 box blur of fine detail: an effect tied to the pixel grid."""
     for frame in (1, 2):
         image = fine_detail(128, seed=frame)
         soft = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
-        imageio.write_frame(tmp_path / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
-        imageio.write_frame(tmp_path / f"gt.{frame:04d}.exr", soft.astype(np.float32), "rgb", pixel_type="float")
+        imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
+        imageio.write_frame(directory / f"gt.{frame:04d}.exr", soft.astype(np.float32), "rgb", pixel_type="float")
+    return {"input": str(directory / "in.####.exr"), "target": str(directory / "gt.####.exr")}
+
+
+def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, batches):
     events: list[object] = []
-    job = config(tmp_path / "job", input=str(tmp_path / "in.####.exr"), target=str(tmp_path / "gt.####.exr"))
+    job = config(tmp_path / "job", **write_soften_pairs(tmp_path))
     result = train_model(job, listeners=[events.append])
     assert input_shapes(batches) == [(2, 3, 64, 64)] * 10
     (started,) = [event for event in events if isinstance(event, Started)]
@@ -175,6 +180,50 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     assert "of the effect survives it" in started.resolutions
     assert started.resolutions.endswith(": full resolution throughout")
     assert catfile.read_manifest(result.model_path).training["multi_resolution"] == started.resolutions
+
+
+def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_one_patch(tmp_path, batches, monkeypatch):
+    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe alone would take both pairs
+    events: list[object] = []
+    pairs = write_soften_pairs(tmp_path)
+    job = config(tmp_path / "job", **pairs, batch_size=None, steps=None, epochs=3, device="cpu")
+    result = train_model(job, listeners=[events.append])
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.batch_size == 1 and started.total_steps == 6  # 3 epochs of 2 pairs, one pair per step
+    assert started.batch_choice.startswith("auto: 1 per step: the effect is finer than the coarse stages")
+    assert "the probe alone would take 2: " in started.batch_choice
+    assert input_shapes(batches) == [(1, 3, 64, 64)] * 6
+    training = catfile.load_cat(result.model_path).manifest.training
+    assert training["batch_size"] == 1 and training["batch_size_choice"] == started.batch_choice
+
+    # stopped after 2 steps and resumed where a new probe would take both pairs: batch 1 and 6 steps again
+    stop = threading.Event()
+
+    def stop_there(event: object) -> None:
+        if isinstance(event, StepDone) and event.step == 2:
+            stop.set()
+
+    again = config(tmp_path / "again", **pairs, batch_size=None, steps=None, epochs=3, device="cpu")
+    first = Trainer(again, [stop_there], stop).run()
+    events.clear()
+    resumed = train_model(again, resume=True, listeners=[events.append])
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert (started.batch_size, started.total_steps, started.start_step) == (1, 6, 2)
+    assert "kept from checkpoint.0000002.cat" in started.batch_choice
+    assert first.losses + resumed.losses == result.losses
+
+
+@pytest.mark.parametrize("fine", [True, False])
+def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, monkeypatch, fine):
+    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)
+    events: list[object] = []
+    # a fine effect with multi-resolution off (the engine issue's trainer), or a grade, whose stages run
+    pairs = write_soften_pairs(tmp_path) if fine else {}
+    job = config(tmp_path / "job", **pairs, batch_size=None, steps=2, multi_resolution=not fine, device="cpu")
+    train_model(job, listeners=[events.append])
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.batch_size == 2 and started.batch_choice.startswith("auto: ")
+    assert "finer than the coarse stages" not in started.batch_choice
 
 
 def test_the_plan_is_in_the_log_and_the_manifest(tmp_path, capsys):
