@@ -420,13 +420,13 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
 AUTO_CPU_STEP_SECONDS = 2.0
 #: Automatic batch size on a CPU for a *fine* effect, one no coarse stage helps (Trainer.plan_resolutions,
 #: multi-resolution on: no stage runs and at least one was left out because too little of the effect
-#: survives it): on a CPU a patch costs about the
-#: same in any batch (Small, 128² crops: 0.13 s at batch 1, 0.11 s per patch at batch 3), so one patch per
-#: step makes about 2.5 times the updates per minute. benchmarks/fewshot.py soften (2.5-px blur): batch 1
-#: reached batch 3's best level (39.6 dB) at step 1000 in 2.2 and 2.6 min (two runs) against step 700 in
-#: 3.9 min, and 2400 steps ended at 43.25 dB against 38.96 after 1200 steps of 3 (5.3–6.1 against 6.5 min).
-#: Effects that take coarse stages keep the probe's batch: there batch 1 was slower (grade 1.2× against
-#: 1.55× to the same level, markers 1.9× against 8.7×); their stages already speed the start up.
+#: survives it): on a CPU a patch costs about the same in any batch (Small, 128² crops: 0.13 s at batch 1,
+#: 0.11 s per patch at batch 3), so one patch per step makes about 2.5 times the updates per minute.
+#: benchmarks/fewshot.py soften (2.5-px blur): batch 1 reached batch 3's best level (39.6 dB) at step 1000
+#: in 2.2 and 2.6 min (two runs) against step 700 in 3.9 min, and 2400 steps ended at 43.25 dB against
+#: 38.96 after 1200 steps of 3 (5.3–6.1 against 6.5 min). Effects that take coarse stages keep the probe's
+#: batch: there batch 1 was slower (grade 1.2× against 1.55× to the same level, markers 1.9× against
+#: 8.7×); their stages already speed the start up.
 FINE_EFFECT_CPU_BATCH = 1
 #: Automatic batch size on a GPU: the share of free memory the batch may fill.
 AUTO_GPU_MEMORY_SHARE = 0.8
