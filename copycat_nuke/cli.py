@@ -128,7 +128,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "batch_size": {
         "type": _batch_size,
         "help": "patches per step, or auto (default): from free GPU memory, or what keeps a CPU step ≤ 2 s "
-        "(1 on a CPU for an effect finer than every multi-resolution stage, multi-resolution on); never more "
+        "(at most 2 on a CPU for an effect finer than every multi-resolution stage, multi-resolution on); never more "
         "than the pairs",
     },
     "crop_size": {"type": int, "help": "patch size in pixels, a multiple of 16 (default 256)"},

@@ -415,19 +415,20 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
 
 
 #: Automatic batch size on a CPU: as many patches as keep one step within this many seconds (the loss
-#: curve and Stop stay responsive; on a CPU patches/s hardly depends on the batch, so smaller batches
-#: mean more updates per minute).
+#: curve and Stop stay responsive; on a CPU patches/s depends on the batch far less than on a GPU, so
+#: smaller batches mean more updates per minute).
 AUTO_CPU_STEP_SECONDS = 2.0
 #: Automatic batch size on a CPU for a *fine* effect, one no coarse stage helps (Trainer.plan_resolutions,
 #: multi-resolution on: no stage runs and at least one was left out because too little of the effect
-#: survives it): on a CPU a patch costs about the same in any batch (Small, 128² crops: 0.13 s at batch 1,
-#: 0.11 s per patch at batch 3), so one patch per step makes about 2.5 times the updates per minute.
-#: benchmarks/fewshot.py soften (2.5-px blur): batch 1 reached batch 3's best level (39.6 dB) at step 1000
-#: in 2.2 and 2.6 min (two runs) against step 700 in 3.9 min, and 2400 steps ended at 43.25 dB against
-#: 38.96 after 1200 steps of 3 (5.3–6.1 against 6.5 min). Effects that take coarse stages keep the probe's
-#: batch: there batch 1 was slower (grade 1.2× against 1.55× to the same level, markers 1.9× against
-#: 8.7×); their stages already speed the start up.
-FINE_EFFECT_CPU_BATCH = 1
+#: survives it). benchmarks/fewshot.py soften (2.5-px blur), same seed (its held-out PSNR at each step
+#: repeated exactly between runs here): batches of 2 and 3 reach batch 3's best level (Small 39.6 dB, Medium 39.8)
+#: at the same step (700, 600), batch 1 only at step 1000 (both sizes); a step of 2 costs less than one of
+#: 3 (Small 0.115–0.14 s against 0.155–0.24, Medium 0.29–0.40 against 0.42–0.50, 128² crops, interleaved
+#: runs on a 2-core Xeon) and not much more than one of 1 (0.09–0.12, 0.19–0.24), so 2 gets there first:
+#: 1.35–1.7× sooner than 3 (1.2–1.45× on Medium) and ends higher (Small 43.07 dB after 1800 steps against
+#: 38.96 after 1200 of 3; Medium 44.36 against 39.22). Effects that take coarse stages keep the probe's
+#: batch (batch 1 was slower there: grade 1.2× against 1.55× to the same level, markers 1.9× against 8.7×).
+FINE_EFFECT_CPU_BATCH = 2
 #: Automatic batch size on a GPU: the share of free memory the batch may fill.
 AUTO_GPU_MEMORY_SHARE = 0.8
 #: The automatic batch size never exceeds this (nor the number of pairs).
@@ -462,8 +463,8 @@ def auto_batch_size(
 
     GPU: the largest batch whose measured memory (probe steps at batch 1 and 3, after a warm-up) fits
     :data:`AUTO_GPU_MEMORY_SHARE` of the free memory. CPU (and MPS): as many patches as keep a step within
-    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1 (the trainer takes
-    :data:`FINE_EFFECT_CPU_BATCH` instead on a CPU where its plan finds the effect too fine for every
+    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1 (the trainer takes at most
+    :data:`FINE_EFFECT_CPU_BATCH` on a CPU where its plan finds the effect too fine for every
     coarse stage). Never more than ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
     """
     cap = max(1, min(pairs, AUTO_MAX_BATCH))
@@ -654,7 +655,8 @@ class Trainer:
             stages, stage_crops, resolutions, fine = self.plan_resolutions(
                 data, working, sampler.crop_size, total_steps, runtime.device
             )
-            if fine and batch_size > 1 and batch_choice.startswith("auto: ") and runtime.device.type == "cpu":
+            cpu_auto = batch_choice.startswith("auto: ") and runtime.device.type == "cpu"
+            if fine and cpu_auto and batch_size > FINE_EFFECT_CPU_BATCH:
                 # No coarse stage can speed this effect up; on a CPU more, smaller updates do (FINE_EFFECT_CPU_BATCH)
                 batch_choice = (
                     f"auto: {FINE_EFFECT_CPU_BATCH} per step: the effect is finer than the coarse stages, and on a "

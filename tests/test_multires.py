@@ -23,9 +23,9 @@ from copycat_nuke.train import (
 )
 
 
-def write_pairs(directory: Path, size: int = 128) -> tuple[str, str]:
+def write_pairs(directory: Path, size: int = 128, frames: tuple[int, ...] = (1, 2)) -> tuple[str, str]:
     rng = np.random.default_rng(3)
-    for frame in (1, 2):
+    for frame in frames:
         image = rng.random((size // 8, size // 8, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)
         truth = image * np.array([0.7, 1.0, 1.3], np.float32)
         imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
@@ -160,9 +160,9 @@ def test_an_upscalers_detail_does_not_survive_downscaling():
     assert surviving_effect(pairs, 4, working) == pytest.approx(0.0, abs=1e-6)
 
 
-def write_soften_pairs(directory: Path) -> dict[str, str]:
-    """Two pairs whose Ground Truth is a 2×2 box blur of fine detail: an effect tied to the pixel grid."""
-    for frame in (1, 2):
+def write_soften_pairs(directory: Path, frames: tuple[int, ...] = (1, 2)) -> dict[str, str]:
+    """Pairs whose Ground Truth is a 2×2 box blur of fine detail: an effect tied to the pixel grid."""
+    for frame in frames:
         image = fine_detail(128, seed=frame)
         soft = (image + np.roll(image, 1, 0) + np.roll(image, 1, 1) + np.roll(image, (1, 1), (0, 1))) / 4
         imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
@@ -182,21 +182,21 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     assert catfile.read_manifest(result.model_path).training["multi_resolution"] == started.resolutions
 
 
-def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_one_patch(tmp_path, batches, monkeypatch):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe alone would take both pairs
+def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, batches, monkeypatch):
+    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe alone would take all three pairs
     events: list[object] = []
-    pairs = write_soften_pairs(tmp_path)
+    pairs = write_soften_pairs(tmp_path, frames=(1, 2, 3))
     job = config(tmp_path / "job", **pairs, batch_size=None, steps=None, epochs=3, device="cpu")
     result = train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.batch_size == 1 and started.total_steps == 6  # 3 epochs of 2 pairs, one pair per step
-    assert started.batch_choice.startswith("auto: 1 per step: the effect is finer than the coarse stages")
-    assert "the probe alone would take 2: " in started.batch_choice
-    assert input_shapes(batches) == [(1, 3, 64, 64)] * 6
+    assert started.batch_size == 2 and started.total_steps == 5  # 3 epochs of 3 pairs, two pairs per step
+    assert started.batch_choice.startswith("auto: 2 per step: the effect is finer than the coarse stages")
+    assert "the probe alone would take 3: " in started.batch_choice
+    assert input_shapes(batches) == [(2, 3, 64, 64)] * 5
     training = catfile.load_cat(result.model_path).manifest.training
-    assert training["batch_size"] == 1 and training["batch_size_choice"] == started.batch_choice
+    assert training["batch_size"] == 2 and training["batch_size_choice"] == started.batch_choice
 
-    # stopped after 2 steps and resumed where a new probe would take both pairs: batch 1 and 6 steps again
+    # stopped after 2 steps and resumed where a new probe would take all three pairs: batch 2 and 5 steps again
     stop = threading.Event()
 
     def stop_there(event: object) -> None:
@@ -208,7 +208,7 @@ def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_one_patch(tmp_path, ba
     events.clear()
     resumed = train_model(again, resume=True, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert (started.batch_size, started.total_steps, started.start_step) == (1, 6, 2)
+    assert (started.batch_size, started.total_steps, started.start_step) == (2, 5, 2)
     assert "kept from checkpoint.0000002.cat" in started.batch_choice
     assert first.losses + resumed.losses == result.losses
 
@@ -218,11 +218,16 @@ def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, mo
     monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)
     events: list[object] = []
     # a fine effect with multi-resolution off (the engine issue's trainer), or a grade, whose stages run
-    pairs = write_soften_pairs(tmp_path) if fine else {}
+    frames = (1, 2, 3)
+    pairs = (
+        write_soften_pairs(tmp_path, frames)
+        if fine
+        else dict(zip(("input", "target"), write_pairs(tmp_path, 128, frames)))
+    )
     job = config(tmp_path / "job", **pairs, batch_size=None, steps=2, multi_resolution=not fine, device="cpu")
     train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.batch_size == 2 and started.batch_choice.startswith("auto: ")
+    assert started.batch_size == 3 and started.batch_choice.startswith("auto: ")
     assert "finer than the coarse stages" not in started.batch_choice
 
 
