@@ -206,6 +206,7 @@ def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, 
     again = config(tmp_path / "again", **pairs, batch_size=None, steps=None, epochs=3, device="cpu")
     first = Trainer(again, [stop_there], stop).run()
     events.clear()
+    monkeypatch.setattr(train, "FINE_EFFECT_CPU_BATCH", 1)  # so a new choice would differ from the kept one
     resumed = train_model(again, resume=True, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
     assert (started.batch_size, started.total_steps, started.start_step) == (2, 5, 2)
@@ -224,11 +225,22 @@ def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, mo
         if fine
         else dict(zip(("input", "target"), write_pairs(tmp_path, 128, frames)))
     )
-    job = config(tmp_path / "job", **pairs, batch_size=None, steps=2, multi_resolution=not fine, device="cpu")
+    job = config(tmp_path / "job", **pairs, batch_size=None, steps=10, multi_resolution=not fine, device="cpu")
     train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
     assert started.batch_size == 3 and started.batch_choice.startswith("auto: ")
     assert "finer than the coarse stages" not in started.batch_choice
+    assert started.resolutions == "off" if fine else started.resolutions.startswith("1/4 for steps 1-2")
+
+
+def test_a_fine_effect_keeps_a_probe_batch_no_larger_than_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe takes both pairs: 2, as a fine effect would
+    events: list[object] = []
+    job = config(tmp_path / "job", **write_soften_pairs(tmp_path), batch_size=None, steps=10, device="cpu")
+    train_model(job, listeners=[events.append])
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.resolutions.startswith("1/4 skipped (only ") and "no steps" not in started.resolutions  # fine
+    assert started.batch_size == 2 and "finer than the coarse stages" not in started.batch_choice
 
 
 def test_the_plan_is_in_the_log_and_the_manifest(tmp_path, capsys):
