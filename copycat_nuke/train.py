@@ -419,16 +419,15 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
 #: smaller batches mean more updates per minute).
 AUTO_CPU_STEP_SECONDS = 2.0
 #: Automatic batch size on a CPU for a *fine* effect, one no coarse stage helps (Trainer.plan_resolutions,
-#: multi-resolution on: no stage runs and at least one was left out because too little of the effect
-#: survives it). benchmarks/fewshot.py soften (2.5-px blur), same seed (its held-out PSNR at each step
-#: repeated exactly between runs here): batches of 2 and 3 come within 0.5 dB of batch 3's best (Small
-#: 39.6 dB, Medium 39.8) at the same step (700, 600), batch 1 only at step 1000 (both sizes); a step of 2
-#: costs less than one of 3 (real trainer steps, 128² crops, interleaved runs on a 2-core Xeon: Small
-#: 0.115–0.14 s against 0.155–0.24, Medium 0.29–0.40 against 0.42–0.50), so 2 gets there first: 1.35–1.69×
-#: sooner than 3 on Small (batch 1: 1.18–1.37×), 1.23–1.46× on Medium (1.23–1.32×), and ends higher (Small 43.07 dB
-#: after 1800 steps against 38.96 after 1200 of 3; Medium 44.36 against 39.22). Effects that take coarse
-#: stages keep the probe's batch (batch 1 was slower there: grade 1.2× against 1.55× to the same level,
-#: markers 1.9× against 8.7×; batch 2 was not tried there).
+#: multi-resolution on: no stage runs and at least one was left out because too little of the effect survives it).
+#: benchmarks/fewshot.py soften (2.5-px blur), same seed (its held-out PSNR at each step repeated exactly between
+#: runs here): batches of 2 and 3 come within 0.5 dB of batch 3's best (Small 39.6 dB, Medium 39.8) at the same step
+#: (700, 600), batch 1 only at step 1000 (both sizes); a step of 2 costs less than one of 3 (real trainer steps, 128²
+#: crops, interleaved runs on a 2-core Xeon: Small 0.115–0.14 s against 0.155–0.24, Medium 0.29–0.40 against
+#: 0.42–0.50), so 2 gets there first: 1.35–1.69× sooner than 3 on Small (batch 1: 1.18–1.37×), 1.23–1.46× on Medium
+#: (1.23–1.32×), and ends higher (Small 43.07 dB after 1800 steps against 38.96 after 1200 of 3; Medium 44.36 against
+#: 39.22). Effects that take coarse stages keep the probe's batch (batch 1 was slower there: grade 1.2× against 1.55×
+#: to the same level, markers 1.9× against 8.7×; batch 2 was not tried there).
 FINE_EFFECT_CPU_BATCH = 2
 #: Automatic batch size on a GPU: the share of free memory the batch may fill.
 AUTO_GPU_MEMORY_SHARE = 0.8
@@ -464,9 +463,9 @@ def auto_batch_size(
 
     GPU: the largest batch whose measured memory (probe steps at batch 1 and 3, after a warm-up) fits
     :data:`AUTO_GPU_MEMORY_SHARE` of the free memory. CPU (and MPS): as many patches as keep a step within
-    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1 (the trainer takes at most
-    :data:`FINE_EFFECT_CPU_BATCH` on a CPU where its plan finds the effect too fine for every
-    coarse stage). Never more than ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
+    :data:`AUTO_CPU_STEP_SECONDS`, from the timed second of two probe steps at batch 1 (the trainer takes at
+    most :data:`FINE_EFFECT_CPU_BATCH` on a CPU where its plan finds the effect too fine for every coarse
+    stage). Never more than ``pairs`` (CopyCat's rule) nor :data:`AUTO_MAX_BATCH`; at least 1.
     """
     cap = max(1, min(pairs, AUTO_MAX_BATCH))
     device = runtime.device
