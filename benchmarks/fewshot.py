@@ -7,10 +7,11 @@ and a 3×4 colour matrix fitted on the training pairs. Floor: ≥ 6 dB over the 
 spatial effect.
 
     python benchmarks/fewshot.py [--effects soften,grade,markers] [--steps 1800] [--size small]
-        [--batch 3|auto] [--variants default,fullres,allstages,lstm,lr1e-3,lr2e-3] [--plot curve.png]
+        [--batch 3|auto] [--variants default,fullres,equal,doubling,allstages,lstm,lr1e-3,lr2e-3] [--plot curve.png]
 
 Time to quality: each run also reports the training minutes (and CPU minutes) until held-out PSNR first
-came within 0.5 dB of the best it reached.
+came within 0.5 dB of the best it reached. ``fullres`` is the engine issue's trainer (full resolution,
+equal level weights), the "before" of the README's time-to-quality tables.
 """
 
 from __future__ import annotations
@@ -226,7 +227,9 @@ def run_effect(
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "lstm": {"lstm": True},
-    "fullres": {"multi_resolution": False},  # the engine issue's trainer
+    "fullres": {"multi_resolution": False, "level_weights": "equal"},  # the engine issue's trainer
+    "equal": {"level_weights": "equal"},  # equal level weights for every effect (the default until 2026-12-01)
+    "doubling": {"level_weights": "doubling"},  # 1:2:4 level weights for every effect, not only fine ones
     "allstages": {"multi_resolution": True, "_min_effect": 0.0},  # every stage, whatever the effect
     "lr1e-3": {"learning_rate": 1e-3},
     "lr2e-3": {"learning_rate": 2e-3},

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any, Optional, Union
 
 from copycat_nuke import __version__
-from copycat_nuke.config import TrainConfig, from_dict, load_yaml, to_dict
+from copycat_nuke.config import LEVEL_WEIGHTINGS, TrainConfig, from_dict, load_yaml, to_dict
 from copycat_nuke.errors import CopyCatError
 
 
@@ -62,6 +62,8 @@ class TqdmListener:
             )
             if event.resolutions != "off":
                 tqdm.write(f"multi-resolution: {event.resolutions}", file=sys.stderr)
+            if event.level_weights:
+                tqdm.write(f"loss level weights: {event.level_weights}", file=sys.stderr)
         elif isinstance(event, StepDone) and self.bar is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4g}", lr=f"{event.learning_rate:.2g}", refresh=False)
             self.bar.update(event.step - self.bar.n)
@@ -115,7 +117,7 @@ def _batch_size(text: str) -> Union[int, str]:
 
 
 _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
-    "input": {"help": "Input sequence: shot.####.exr, shot.%04d.exr, shot.@@@@.exr, a directory or a file"},
+    "input": {"help": "Input sequence: shot.####.exr, shot.%%04d.exr, shot.@@@@.exr, a directory or a file"},
     "target": {"help": "Ground Truth sequence (same forms); training pairs are frames where it exists"},
     "frames": {"help": "training frames, e.g. 1001,1010,1020 or 1001-1100x25 (default: every GT frame)"},
     "out": {"help": "data directory for checkpoints, contact sheets, logs and model.cat"},
@@ -148,6 +150,11 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "precision": {"choices": ["auto", "fp32", "bf16", "fp16"], "help": "maths precision (default auto)"},
     "learning_rate": {"type": float, "help": "Adam's starting learning rate (default 5e-4, cosine decay)"},
     "difference_share": {"type": float, "help": "share of patches centred where Input and GT differ (0.5)"},
+    "level_weights": {
+        "choices": list(LEVEL_WEIGHTINGS),
+        "help": "the loss's pyramid levels, coarse to full resolution: doubling 1:2:4 or equal 1:1:1; auto (default): "
+        "doubling for an effect finer than every multi-resolution stage on a Small network, else equal",
+    },
 }
 
 

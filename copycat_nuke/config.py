@@ -25,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODEL_SIZES = ("small", "medium", "large")
 LOSSES = ("charbonnier", "l1", "mse")
+#: How the multi-scale loss weighs the pyramid's levels (train.LEVEL_WEIGHTS); auto picks one per job.
+LEVEL_WEIGHTINGS = ("auto", "doubling", "equal")
 #: The most neighbouring frames on each side a temporal network may see (``temporal``).
 MAX_TEMPORAL = 3
 
@@ -65,6 +67,10 @@ class TrainConfig:
     #: against flicker; pairs whose neighbours are missing from the Input sequence are left out
     temporal: int = 0
     loss: str = "charbonnier"  #: charbonnier (default, by measurement), l1 or mse
+    #: the pyramid levels' weights in the loss: doubling (1:2:4 coarse to full resolution) or equal (1:1:1,
+    #: as SRN); auto (default): doubling for an effect finer than every multi-resolution stage on a Small
+    #: network, else equal (by measurement: train.LEVEL_WEIGHTS). A run records the one it took
+    level_weights: str = "auto"
     resume: bool = False
 
     def validate(self) -> TrainConfig:
@@ -81,6 +87,7 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("loss", self.loss, LOSSES)
+        _check_choice("level_weights", self.level_weights, LEVEL_WEIGHTINGS)
         temporal = self.temporal
         if isinstance(temporal, bool) or not isinstance(temporal, int) or not 0 <= temporal <= MAX_TEMPORAL:
             raise ConfigError(

@@ -384,6 +384,7 @@ def refine_on_shot(
         device=device,
         learning_rate=learning_rate,
         multi_resolution=False,  # as the shipped network was trained (its recipe), and as refine.py measured
+        level_weights="equal",  # likewise
     )
     return Trainer(config, listeners, stop).run()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from test_train import write_pairs
 
 from copycat_nuke import catfile, imageio
-from copycat_nuke.cli import main
+from copycat_nuke.cli import build_parser, main
 
 
 def train_args(tmp_path, *extra):
@@ -56,10 +57,11 @@ def test_train_then_infer_then_info(tmp_path, capsys):
 
 
 def test_config_file_repeats_a_job_and_options_override_it(tmp_path):
-    assert main(train_args(tmp_path)) == 0
+    assert main(train_args(tmp_path, "--level-weights", "equal")) == 0
     config = tmp_path / "run" / "config.yaml"
     assert main(["train", "--config", str(config), "--steps", "4", "--out", str(tmp_path / "again"), "--quiet"]) == 0
-    assert catfile.read_manifest(tmp_path / "again" / "model.cat").training["steps"] == 4
+    repeated = catfile.read_manifest(tmp_path / "again" / "model.cat")
+    assert repeated.training["steps"] == 4 and repeated.config["level_weights"] == "equal"
 
 
 def test_resume_continues_from_the_latest_checkpoint(tmp_path):
@@ -91,6 +93,17 @@ def test_no_command_prints_help(capsys):
 def test_console_entry_point_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "copycat_nuke", "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "demo" in done.stdout
+
+
+def test_every_command_prints_its_help(capsys):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "infer", "demo"} <= set(commands)
+    for command in commands:  # argparse expands "%" in help text: a stray one crashed `copycat train --help`
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: copycat " + command in capsys.readouterr().out
 
 
 def test_infer_passes_through_channels_the_model_does_not_touch(tmp_path):

@@ -30,6 +30,7 @@ def test_unknown_key_names_the_file_and_the_key(tmp_path):
         ({"device": "tpu"}, "device must be one of"),
         ({"lstm": "yes"}, "lstm must be true or false"),
         ({"difference_share": 2.0}, "difference_share"),
+        ({"level_weights": "finest"}, "level_weights must be one of auto, doubling, equal"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(settings, fragment):

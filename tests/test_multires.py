@@ -179,7 +179,22 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     assert started.resolutions.startswith("1/4 skipped (only ")
     assert "of the effect survives it" in started.resolutions
     assert started.resolutions.endswith(": full resolution throughout")
-    assert catfile.read_manifest(result.model_path).training["multi_resolution"] == started.resolutions
+    manifest = catfile.read_manifest(result.model_path)
+    assert manifest.training["multi_resolution"] == started.resolutions
+    # ... and, being finer than every coarse stage, with the loss weighted toward full resolution
+    assert started.level_weights == "doubling (auto: doubling (1:2:4), the effect being finer than every coarse stage)"
+    assert manifest.config["level_weights"] == "doubling"
+    assert manifest.training["level_weights_choice"].startswith("auto: doubling")
+
+
+def test_a_fine_effect_on_a_network_wider_than_small_keeps_equal_level_weights(tmp_path):
+    events: list[object] = []
+    job = config(tmp_path / "job", **write_soften_pairs(tmp_path), model_size="medium")
+    result = train_model(job, listeners=[events.append])
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.resolutions.endswith(": full resolution throughout")  # fine, as on Small above
+    assert started.level_weights == "equal (auto: equal, doubling being unstable on wider networks)"
+    assert catfile.read_manifest(result.model_path).config["level_weights"] == "equal"
 
 
 def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, batches, monkeypatch):
@@ -211,6 +226,7 @@ def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, 
     (started,) = [event for event in events if isinstance(event, Started)]
     assert (started.batch_size, started.total_steps, started.start_step) == (2, 5, 2)
     assert "kept from checkpoint.0000002.cat" in started.batch_choice
+    assert started.level_weights.startswith("doubling (auto: ")  # chosen again, as the checkpoint has it
     assert first.losses + resumed.losses == result.losses
 
 
@@ -231,6 +247,7 @@ def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, mo
     assert started.batch_size == 3 and started.batch_choice.startswith("auto: ")
     assert "finer than the coarse stages" not in started.batch_choice
     assert started.resolutions == "off" if fine else started.resolutions.startswith("1/4 for steps 1-2")
+    assert started.level_weights == "equal (auto: equal)"  # doubling is for a fine effect the plan has seen
 
 
 def test_a_fine_effect_keeps_a_probe_batch_no_larger_than_its_own(tmp_path, monkeypatch):
@@ -250,7 +267,7 @@ def test_the_plan_is_in_the_log_and_the_manifest(tmp_path, capsys):
     assert main(["train", "--config", str(save_yaml(job, tmp_path / "job.yaml")), "--device", "cpu"]) == 0
     said = capsys.readouterr().err
     plan = "1/4 for steps 1-2 (32-pixel crops, 100% of the effect survives); 1/2 for steps 3-4"
-    assert f"multi-resolution: {plan}" in said
+    assert f"multi-resolution: {plan}" in said and "loss level weights: equal (auto: equal)" in said
     manifest = catfile.read_manifest(tmp_path / "run" / "model.cat")
     assert manifest.training["multi_resolution"].startswith(plan)
     assert manifest.training["multi_resolution"].endswith("; then full resolution")

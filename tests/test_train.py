@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,65 @@ def test_charbonnier_is_l1_for_large_errors_and_quadratic_near_zero():
     tiny = torch.full((1, 1, 4, 4), 1e-5, requires_grad=True)
     pixel_loss(tiny, target).backward()
     assert float(tiny.grad.abs().max()) < 0.01 / 16  # L1 would push with full force at any error
+
+
+def test_multiscale_loss_weighs_each_finer_level_twice_the_coarser_one_or_all_equally():
+    import torch
+
+    from copycat_nuke.config import LEVEL_WEIGHTINGS
+    from copycat_nuke.train import LEVEL_WEIGHTS, multiscale_loss
+
+    assert ("auto", *LEVEL_WEIGHTS) == LEVEL_WEIGHTINGS  # the config's choices are the trainer's, and auto
+    target = torch.zeros(1, 1, 8, 8)
+    # Coarse to fine, errors 0.5, 0.25 and 0.125 (L1): each level is checked against the target at its size.
+    outputs = [target[..., :2, :2] + 0.5, target[..., :4, :4] + 0.25, target + 0.125]
+    # "equal" is exactly the plain float32 mean this trainer used before the weights existed
+    assert float(multiscale_loss(outputs, target, "l1", "equal")) == float(torch.tensor(0.5 + 0.25 + 0.125) / 3)
+    assert float(multiscale_loss(outputs, target, "l1", "doubling")) == pytest.approx(
+        (1 * 0.5 + 2 * 0.25 + 4 * 0.125) / 7
+    )
+    assert float(multiscale_loss(outputs, target, "l1")) == float(multiscale_loss(outputs, target, "l1", "equal"))
+    # A box-downscaled target is what a coarse level is scored against, so a right coarse answer costs nothing.
+    ramp = torch.arange(64.0).reshape(1, 1, 8, 8)
+    coarse = torch.nn.functional.avg_pool2d(ramp, 4)
+    assert float(multiscale_loss([coarse, ramp], ramp, "l1", "doubling")) == 0.0
+
+
+def test_the_level_weights_setting_reaches_the_loss_and_the_manifest(tmp_path, monkeypatch):
+    from copycat_nuke import train
+
+    seen = []
+    original = train.multiscale_loss
+
+    def spy(outputs, target, kind="charbonnier", level_weights="equal"):
+        seen.append(level_weights)
+        return original(outputs, target, kind, level_weights)
+
+    monkeypatch.setattr(train, "multiscale_loss", spy)
+    # (batch_size is set by tiny_config: an automatic one's probe step would call the loss too)
+    result = train_model(tiny_config(tmp_path, steps=2, level_weights="equal", checkpoint_interval=2))
+    assert seen == ["equal", "equal"]
+    assert catfile.load_cat(result.model_path).manifest.config["level_weights"] == "equal"
+    assert TrainConfig().level_weights == "auto"
+
+
+def test_a_resumed_run_keeps_the_level_weights_it_started_with(tmp_path):
+    whole = train_model(tiny_config(tmp_path / "a", steps=8, checkpoint_interval=4, level_weights="equal"))
+    stop = threading.Event()
+
+    def stop_at_four(event):
+        if isinstance(event, StepDone) and event.step == 4:
+            stop.set()
+
+    config = tiny_config(tmp_path / "b", steps=8, checkpoint_interval=100, level_weights="equal")
+    first = Trainer(config, [stop_at_four], stop).run()
+    # Make it a checkpoint from before the setting existed (no level_weights in its config): equal weights.
+    path = latest_checkpoint(config.out)
+    cat = catfile.load_cat(path)
+    old_config = {key: value for key, value in cat.manifest.config.items() if key != "level_weights"}
+    catfile.save_cat(path, replace(cat.manifest, config=old_config), cat.weights, cat.resume)
+    with pytest.warns(UserWarning, match="resuming with level_weights equal, as checkpoint.0000004.cat was trained"):
+        resumed = train_model(replace(config, level_weights="doubling"), resume=True)
+    assert first.losses + resumed.losses == whole.losses  # the same loss throughout: exactly the whole run's
+    assert catfile.read_manifest(resumed.model_path).config["level_weights"] == "equal"
+    assert "level_weights: equal" in (tmp_path / "b" / "run" / "config.yaml").read_text()
