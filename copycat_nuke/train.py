@@ -659,7 +659,9 @@ class Trainer:
             )
         runtime = resolve_runtime(cfg.device, cfg.precision)
         runtime = replace(runtime, device=distributed.local_device(self.dist, runtime.device))
-        model, arguments, _ = self._build_network(data)
+        model, arguments, initial = self._build_network(data)
+        from_initial_weights = initial is not None
+        del initial  # not held for the whole run
         runtime.place_model(model)
         self.model = model
         checkpoint = self._checkpoint_to_resume() if cfg.resume else None
@@ -690,8 +692,14 @@ class Trainer:
                 )
                 batch_size = sampler.batch_size = FINE_EFFECT_CPU_BATCH
                 total_steps = self._total_steps(pair_count, batch_size)
-            level_weights, weights_choice = self._level_weights(fine, int(arguments["width"]), checkpoint)
-            cfg = self.config = replace(cfg, level_weights=level_weights)  # the loop, config.yaml and manifest
+            asked = cfg.level_weights
+            level_weights, weights_choice = self._level_weights(
+                fine, int(arguments["width"]), from_initial_weights, checkpoint
+            )
+            cfg = self.config = replace(cfg, level_weights=level_weights)  # the loop and the manifest
+            # config.yaml repeats the job as asked: auto stays auto (a --model-size medium repeat must not
+            # inherit Small's doubling), unless a resumed run kept its checkpoint's weights
+            repeat_weights = level_weights if weights_choice.startswith("kept") else asked
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
@@ -703,7 +711,8 @@ class Trainer:
                     log.truncate(start_step)
                 else:
                     log.reset()
-                save_yaml(replace(cfg, batch_size=batch_size), self.out_dir / "config.yaml")  # auto, as chosen
+                repeat = replace(cfg, batch_size=batch_size, level_weights=repeat_weights)  # batch: as chosen
+                save_yaml(repeat, self.out_dir / "config.yaml")
             context = _RunContext(
                 model=model,
                 forward=distributed.wrap(self.dist, _Levels(model), runtime.device),
@@ -1065,19 +1074,26 @@ class Trainer:
             )
         return checkpoint_path
 
-    def _level_weights(self, fine: bool, width: int, checkpoint: Optional[Path]) -> tuple[str, str]:
+    def _level_weights(
+        self, fine: bool, width: int, initial_weights: bool, checkpoint: Optional[Path]
+    ) -> tuple[str, str]:
         """The loss's level weights (:data:`LEVEL_WEIGHTS`) and why: as set; for auto, doubling for a fine
-        effect on a network no wider than Small and equal for any other; and a resumed run goes on with the
+        effect on a network no wider than Small trained from scratch (initial weights, such as the shipped
+        networks, were trained with equal ones: unmeasured), else equal; and a resumed run goes on with the
         loss it started with, the checkpoint's (one written before the setting existed trained with equal
         weights), with a warning where the job now says otherwise (Nuke's CopyCat node has no knob for
         them, an old config.yaml no key)."""
         cfg = self.config
         if cfg.level_weights != "auto":
             chosen, why = cfg.level_weights, "set"
-        elif fine and width <= DOUBLING_MAX_WIDTH:
+        elif fine and width <= DOUBLING_MAX_WIDTH and not initial_weights:
             chosen, why = "doubling", "auto: doubling (1:2:4), the effect being finer than every coarse stage"
+        elif fine and width > DOUBLING_MAX_WIDTH:
+            chosen, why = "equal", "auto: equal, doubling being unstable on wider networks"
+        elif fine:
+            chosen, why = "equal", "auto: equal, as the initial weights were trained"
         else:
-            chosen, why = "equal", "auto: equal" + (", doubling being unstable on wider networks" if fine else "")
+            chosen, why = "equal", "auto: equal"
         if checkpoint is None:
             return chosen, why
         saved = catfile.read_manifest(checkpoint).config.get("level_weights", "equal")
@@ -1088,11 +1104,12 @@ class Trainer:
             )
         if saved == chosen:
             return chosen, why
-        warnings.warn(
-            f"resuming with level_weights {saved}, as {checkpoint.name} was trained, not {chosen} "
-            f"({why}): a run keeps its loss (start a new run to change it)",
-            stacklevel=3,
-        )
+        if self.dist.is_main:  # once, not once per rank
+            warnings.warn(
+                f"resuming with level_weights {saved}, as {checkpoint.name} was trained, not {chosen} "
+                f"({why}): a run keeps its loss (start a new run to change it)",
+                stacklevel=3,
+            )
         return saved, f"kept from {checkpoint.name}"
 
     def _resume(

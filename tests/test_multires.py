@@ -185,6 +185,13 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     assert started.level_weights == "doubling (auto: doubling (1:2:4), the effect being finer than every coarse stage)"
     assert manifest.config["level_weights"] == "doubling"
     assert manifest.training["level_weights_choice"].startswith("auto: doubling")
+    assert "level_weights: auto" in (tmp_path / "job" / "run" / "config.yaml").read_text()  # repeats as asked
+    # The same job refined from a model (as one refines the shipped networks): equal, doubling unmeasured there
+    events.clear()
+    refine = config(tmp_path / "refine", **write_soften_pairs(tmp_path), initial_weights=str(result.model_path))
+    train_model(refine, listeners=[events.append])
+    (started,) = [event for event in events if isinstance(event, Started)]
+    assert started.level_weights == "equal (auto: equal, as the initial weights were trained)"
 
 
 def test_a_fine_effect_on_a_network_wider_than_small_keeps_equal_level_weights(tmp_path):

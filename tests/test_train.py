@@ -295,9 +295,9 @@ def test_the_level_weights_setting_reaches_the_loss_and_the_manifest(tmp_path, m
 
     monkeypatch.setattr(train, "multiscale_loss", spy)
     # (batch_size is set by tiny_config: an automatic one's probe step would call the loss too)
-    result = train_model(tiny_config(tmp_path, steps=2, level_weights="equal", checkpoint_interval=2))
-    assert seen == ["equal", "equal"]
-    assert catfile.load_cat(result.model_path).manifest.config["level_weights"] == "equal"
+    result = train_model(tiny_config(tmp_path, steps=2, level_weights="doubling", checkpoint_interval=2))
+    assert seen == ["doubling", "doubling"]  # not the function's default (equal)
+    assert catfile.load_cat(result.model_path).manifest.config["level_weights"] == "doubling"
     assert TrainConfig().level_weights == "auto"
 
 
