@@ -692,14 +692,12 @@ class Trainer:
                 )
                 batch_size = sampler.batch_size = FINE_EFFECT_CPU_BATCH
                 total_steps = self._total_steps(pair_count, batch_size)
-            asked = cfg.level_weights
             level_weights, weights_choice = self._level_weights(
                 fine, int(arguments["width"]), from_initial_weights, checkpoint
             )
-            cfg = self.config = replace(cfg, level_weights=level_weights)  # the loop and the manifest
             # config.yaml repeats the job as asked: auto stays auto (a --model-size medium repeat must not
             # inherit Small's doubling), unless a resumed run kept its checkpoint's weights
-            repeat_weights = level_weights if weights_choice.startswith("kept") else asked
+            repeat_weights = level_weights if weights_choice.startswith("kept") else cfg.level_weights
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
@@ -726,6 +724,7 @@ class Trainer:
                 batch_size=batch_size,
                 log=log,
                 batch_choice=batch_choice,
+                level_weights=level_weights,
                 weights_choice=weights_choice,
                 stages=stages,
                 stage_crops=stage_crops,
@@ -817,7 +816,7 @@ class Trainer:
             targets = runtime.place(targets)
             with runtime.autocast():
                 outputs = run.forward(inputs)
-            loss = multiscale_loss(outputs, targets, cfg.loss, cfg.level_weights)
+            loss = multiscale_loss(outputs, targets, cfg.loss, run.level_weights)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss.item()} at step {step + 1}: check the frames for extreme values, "
@@ -1004,7 +1003,7 @@ class Trainer:
                 "torch_version": str(torch.__version__),
                 "hardware": describe_hardware(run.runtime.device),
             },
-            config=to_dict(replace(cfg, batch_size=run.batch_size)),
+            config=to_dict(replace(cfg, batch_size=run.batch_size, level_weights=run.level_weights)),  # as chosen
         )
 
     def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -1155,7 +1154,8 @@ class _RunContext:
     batch_size: int
     log: LossLog
     batch_choice: str = "set"
-    weights_choice: str = "set"  #: how the loss's level weights (the config's, as resolved) were chosen
+    level_weights: str = "equal"  #: the loss's level weights (LEVEL_WEIGHTS), the config's as chosen
+    weights_choice: str = "set"  #: how they were chosen
     stages: tuple[int, ...] = ()  #: the multi-resolution stages this run takes (factors), from the plan
     stage_crops: bool = False  #: the stages take small full-resolution crops (a local effect), not downscaled frames
     resolutions: str = "off"  #: the plan in words
