@@ -7,7 +7,8 @@ and a 3×4 colour matrix fitted on the training pairs. Floor: ≥ 6 dB over the 
 spatial effect.
 
     python benchmarks/fewshot.py [--effects soften,grade,markers] [--steps 1800] [--size small]
-        [--batch 3|auto] [--variants default,fullres,equal,doubling,allstages,lstm,lr1e-3,lr2e-3] [--plot curve.png]
+        [--batch 3|auto] [--variants default,fullres,equal,doubling,guard,allstages,lstm,lr1e-3,lr2e-3]
+        [--plot curve.png]
 
 Time to quality: each run also reports the training minutes (and CPU minutes) until held-out PSNR first
 came within 0.5 dB of the best it reached. ``fullres`` is the engine issue's trainer (full resolution,
@@ -28,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from copycat_nuke import imageio
+from copycat_nuke import catfile, imageio
 from copycat_nuke import train as train_module
 from copycat_nuke.config import TrainConfig
 from copycat_nuke.demo import apply_colour_matrix, fit_colour_matrix
@@ -216,6 +217,7 @@ def run_effect(
         "batch_choice": curve.started.batch_choice if curve.started else None,
         "multi_resolution": curve.started.resolutions if curve.started else None,
         "final_loss": round(result.final_loss, 5),
+        "gradient_clipped_steps": catfile.read_manifest(result.model_path).training.get("gradient_clipped_steps"),
         "held_out_psnr_db": {k: round(v, 2) for k, v in scores.items()},
         "gain_over_best_baseline_db": round(scores["copycat"] - best_baseline, 2),
         "minutes_to_within_0.5db_of_best": minutes_to_plateau(curve.points),
@@ -227,9 +229,12 @@ def run_effect(
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "lstm": {"lstm": True},
-    "fullres": {"multi_resolution": False, "level_weights": "equal"},  # the engine issue's trainer
+    # the engine issue's trainer: full resolution throughout, equal level weights, no gradient guard
+    "fullres": {"multi_resolution": False, "level_weights": "equal", "gradient_clip": 0.0},
     "equal": {"level_weights": "equal"},  # equal level weights for every effect (the default until 2026-12-01)
     "doubling": {"level_weights": "doubling"},  # 1:2:4 level weights for every effect, not only fine ones
+    "guard": {"gradient_clip": 4.0},  # the gradient guard on (off by default, by measurement)
+    "doubling-guard": {"level_weights": "doubling", "gradient_clip": 4.0},
     "allstages": {"multi_resolution": True, "_min_effect": 0.0},  # every stage, whatever the effect
     "lr1e-3": {"learning_rate": 1e-3},
     "lr2e-3": {"learning_rate": 2e-3},

@@ -155,6 +155,12 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
         "help": "the loss's pyramid levels, coarse to full resolution: doubling 1:2:4 or equal 1:1:1; auto (default): "
         "doubling for an effect finer than every multi-resolution stage on a Small network, else equal",
     },
+    "gradient_clip": {
+        "type": float,
+        "metavar": "K",
+        "help": "clip a step's gradients to K times the median norm of the last 100 steps, against a run blowing "
+        "up (default 0: off; 4 kept a Medium paint-out with --level-weights doubling from diverging)",
+    },
 }
 
 

@@ -48,6 +48,7 @@ from copycat_nuke.errors import (
     ResolutionMismatchError,
     TrainingError,
 )
+from copycat_nuke.gradients import GradientGuard
 from copycat_nuke.models import MODEL_SIZES, MSRN, build_model, msrn_arguments
 
 #: Nuke's default length when neither steps nor epochs are given.
@@ -699,17 +700,19 @@ class Trainer:
             # inherit Small's doubling), unless a resumed run kept its checkpoint's weights
             repeat_weights = level_weights if weights_choice.startswith("kept") else cfg.level_weights
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+            guard = GradientGuard(self._gradient_clip(checkpoint))
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
             if checkpoint is not None:
-                start_step = self._resume(checkpoint, model, optimizer, sampler, arguments)
+                start_step = self._resume(checkpoint, model, optimizer, sampler, arguments, guard)
             distributed.broadcast_parameters(self.dist, model)
             if main:
                 if cfg.resume:
                     log.truncate(start_step)
                 else:
                     log.reset()
-                repeat = replace(cfg, batch_size=batch_size, level_weights=repeat_weights)  # batch: as chosen
+                # batch as chosen; a resumed run's guard as its checkpoint had it
+                repeat = replace(cfg, batch_size=batch_size, level_weights=repeat_weights, gradient_clip=guard.factor)
                 save_yaml(repeat, self.out_dir / "config.yaml")
             context = _RunContext(
                 model=model,
@@ -726,6 +729,7 @@ class Trainer:
                 batch_choice=batch_choice,
                 level_weights=level_weights,
                 weights_choice=weights_choice,
+                guard=guard,
                 stages=stages,
                 stage_crops=stage_crops,
                 resolutions=resolutions,
@@ -825,6 +829,12 @@ class Trainer:
             run.optimizer.zero_grad(set_to_none=True)
             with distributed.collective(self.dist):  # DDP all-reduces the gradients inside backward()
                 loss.backward()
+            norm = run.guard(run.model.parameters())  # a spike clipped to a multiple of the recent norms
+            if not math.isfinite(norm):
+                raise TrainingError(
+                    f"the gradients became {norm} at step {step + 1}: check the frames for extreme values, or "
+                    "lower the learning rate (or train with precision fp32)"
+                )
             run.optimizer.step()
             step += 1
             if self.dist.sync_interval > 1 and step % self.dist.sync_interval == 0:
@@ -993,6 +1003,7 @@ class Trainer:
                 "batch_size": run.batch_size,
                 "batch_size_choice": run.batch_choice,
                 "level_weights_choice": run.weights_choice,
+                "gradient_clipped_steps": run.guard.clipped,
                 "multi_resolution": run.resolutions,
                 "crop_size": run.stage_samplers[1].crop_size,
                 "source_frames": imageio.format_frame_list(run.data.frames),
@@ -1003,7 +1014,9 @@ class Trainer:
                 "torch_version": str(torch.__version__),
                 "hardware": describe_hardware(run.runtime.device),
             },
-            config=to_dict(replace(cfg, batch_size=run.batch_size, level_weights=run.level_weights)),  # as chosen
+            config=to_dict(  # as chosen
+                replace(cfg, batch_size=run.batch_size, level_weights=run.level_weights, gradient_clip=run.guard.factor)
+            ),
         )
 
     def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -1017,7 +1030,7 @@ class Trainer:
             optimizer=run.optimizer.state_dict(),
             scheduler={"kind": "cosine", "base_lr": self.config.learning_rate, "step": step},
             rng={"sampler": run.sampler.state_dict(), "torch": torch.get_rng_state()},
-            extra={"loss": loss},
+            extra={"loss": loss, "gradient_guard": run.guard.state_dict()},
         )
         catfile.save_cat(path, self._manifest(run, step, loss, clock, "checkpoint"), self._weights(run.model), resume)
         for old in sorted(self.out_dir.glob("checkpoints/checkpoint.*.cat"))[:-KEEP_CHECKPOINTS]:
@@ -1111,6 +1124,27 @@ class Trainer:
             )
         return saved, f"kept from {checkpoint.name}"
 
+    def _gradient_clip(self, checkpoint: Optional[Path]) -> float:
+        """The gradient guard's factor: as set, or for a resumed run its checkpoint's (0, off, for one written
+        before the guard existed), with a warning where the job now says otherwise, as for the level weights."""
+        wanted = self.config.gradient_clip
+        if checkpoint is None:
+            return wanted
+        saved = catfile.read_manifest(checkpoint).config.get("gradient_clip", 0.0)
+        if isinstance(saved, bool) or not isinstance(saved, (int, float)) or not (saved == 0 or 1 <= saved < math.inf):
+            raise CatFileError(
+                f"{checkpoint} was trained with gradient_clip {saved!r}, which is not 0 or a factor of at least 1: "
+                "resume it with the copycat_nuke that wrote it, or start a new run"
+            )
+        saved = float(saved)
+        if saved != wanted and self.dist.is_main:  # once, not once per rank
+            warnings.warn(
+                f"resuming with gradient_clip {saved:g}, as {checkpoint.name} was trained, not {wanted:g}: a run "
+                "keeps its gradient guard (start a new run to change it)",
+                stacklevel=3,
+            )
+        return saved
+
     def _resume(
         self,
         checkpoint_path: Path,
@@ -1118,6 +1152,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         sampler: PatchSampler,
         arguments: dict[str, Any],
+        guard: GradientGuard,
     ) -> int:
         cat = catfile.load_cat(checkpoint_path)
         if cat.resume is None:
@@ -1135,6 +1170,14 @@ class Trainer:
         sampler.load_state_dict(cat.resume.rng["sampler"])
         if isinstance(cat.resume.rng.get("torch"), torch.Tensor):
             torch.set_rng_state(cat.resume.rng["torch"])
+        guard_state = cat.resume.extra.get("gradient_guard")  # absent from checkpoints before the guard
+        if guard_state is not None:
+            try:
+                if not isinstance(guard_state, dict):
+                    raise ValueError(f"gradient guard state: expected a mapping, found {type(guard_state).__name__}")
+                guard.load_state_dict(guard_state)
+            except ValueError as error:
+                raise CatFileError(f"{checkpoint_path}: {error}; start a new run") from error
         return cat.resume.step
 
 
@@ -1156,6 +1199,7 @@ class _RunContext:
     batch_choice: str = "set"
     level_weights: str = "equal"  #: the loss's level weights (LEVEL_WEIGHTS), the config's as chosen
     weights_choice: str = "set"  #: how they were chosen
+    guard: GradientGuard = field(default_factory=lambda: GradientGuard(0.0))  #: gradient spikes clipped (config)
     stages: tuple[int, ...] = ()  #: the multi-resolution stages this run takes (factors), from the plan
     stage_crops: bool = False  #: the stages take small full-resolution crops (a local effect), not downscaled frames
     resolutions: str = "off"  #: the plan in words

@@ -385,6 +385,7 @@ def refine_on_shot(
         learning_rate=learning_rate,
         multi_resolution=False,  # as the shipped network was trained (its recipe), and as refine.py measured
         level_weights="equal",  # likewise
+        gradient_clip=0.0,  # likewise (no gradient guard)
     )
     return Trainer(config, listeners, stop).run()
 

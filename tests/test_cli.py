@@ -57,11 +57,13 @@ def test_train_then_infer_then_info(tmp_path, capsys):
 
 
 def test_config_file_repeats_a_job_and_options_override_it(tmp_path):
-    assert main(train_args(tmp_path, "--level-weights", "doubling")) == 0  # auto would take equal here
+    # (not the defaults: auto would take equal here, and the gradient guard is off)
+    assert main(train_args(tmp_path, "--level-weights", "doubling", "--gradient-clip", "4")) == 0
     config = tmp_path / "run" / "config.yaml"
     assert main(["train", "--config", str(config), "--steps", "4", "--out", str(tmp_path / "again"), "--quiet"]) == 0
     repeated = catfile.read_manifest(tmp_path / "again" / "model.cat")
     assert repeated.training["steps"] == 4 and repeated.config["level_weights"] == "doubling"
+    assert repeated.config["gradient_clip"] == 4.0
 
 
 def test_resume_continues_from_the_latest_checkpoint(tmp_path):

@@ -31,6 +31,10 @@ def test_unknown_key_names_the_file_and_the_key(tmp_path):
         ({"lstm": "yes"}, "lstm must be true or false"),
         ({"difference_share": 2.0}, "difference_share"),
         ({"level_weights": "finest"}, "level_weights must be one of auto, doubling, equal"),
+        ({"gradient_clip": 0.5}, "gradient_clip must be 0 \\(off\\) or at least 1"),
+        ({"gradient_clip": -4}, "gradient_clip must be 0 \\(off\\) or at least 1"),
+        ({"gradient_clip": "x"}, "gradient_clip must be a number"),
+        ({"gradient_clip": float("inf")}, "gradient_clip must be 0 \\(off\\) or at least 1"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(settings, fragment):

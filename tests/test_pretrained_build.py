@@ -52,12 +52,14 @@ def test_both_shipped_recipes_load_with_their_kind_scale_and_sha256():
     for recipe in (upscale, deblur):
         assert recipe.images and recipe.train["steps"] > 0 and "seed" in recipe.train
         assert recipe.sha256 == hashlib.sha256((build.RECIPES / f"{recipe.name}.yaml").read_bytes()).hexdigest()
-        # The shipped networks were trained at full resolution with equal level weights, before either
-        # was a setting: the recipes must say so to rebuild what ships.
+        # The shipped networks were trained at full resolution with equal level weights and no gradient
+        # guard, before any of them was a setting: the recipes must say so to rebuild what ships.
         assert recipe.train["multi_resolution"] is False and recipe.train["level_weights"] == "equal"
+        assert recipe.train["gradient_clip"] == 0
         shipped = catfile.load_cat(pretrained.shipped_model(recipe.name)).manifest.config
-        # (They predate both settings: a manifest without them was trained the old way.)
+        # (They predate the settings: a manifest without them was trained the old way.)
         assert shipped.get("multi_resolution", False) is False and shipped.get("level_weights", "equal") == "equal"
+        assert shipped.get("gradient_clip", 0) == 0
     assert deblur.blur["variants"] >= 1
     assert set(pretrained.SHIPPED) == {"upscale", "deblur"}
 

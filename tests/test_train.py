@@ -321,3 +321,62 @@ def test_a_resumed_run_keeps_the_level_weights_it_started_with(tmp_path):
     assert first.losses + resumed.losses == whole.losses  # the same loss throughout: exactly the whole run's
     assert catfile.read_manifest(resumed.model_path).config["level_weights"] == "equal"
     assert "level_weights: equal" in (tmp_path / "b" / "run" / "config.yaml").read_text()
+
+
+def test_the_gradient_guard_tames_a_blow_up_and_a_resumed_run_keeps_its_history(tmp_path, monkeypatch):
+    from copycat_nuke import train
+    from copycat_nuke.gradients import GradientGuard
+
+    # A learning rate 10× too high blows this job up at step 3; a warm-up of 2 steps lets the guard act at once.
+    monkeypatch.setattr(train, "GradientGuard", lambda factor: GradientGuard(factor, warmup=2))
+    settings = dict(steps=12, learning_rate=5e-3, gradient_clip=4.0)
+    whole = train_model(tiny_config(tmp_path / "a", checkpoint_interval=6, **settings))
+    clipped = catfile.read_manifest(whole.model_path).training["gradient_clipped_steps"]
+    unguarded = train_model(tiny_config(tmp_path / "c", checkpoint_interval=6, **{**settings, "gradient_clip": 0.0}))
+    assert unguarded.losses[:3] == whole.losses[:3] and whole.losses[2] > 100 * whole.losses[0]  # the blow-up
+    assert 0 < clipped < 12 and catfile.read_manifest(unguarded.model_path).training["gradient_clipped_steps"] == 0
+    assert whole.losses[-1] < unguarded.losses[-1] / 10  # the guarded run came back down; the other did not
+
+    stop = threading.Event()
+
+    def stop_at_six(event):
+        if isinstance(event, StepDone) and event.step == 6:
+            stop.set()
+
+    config = tiny_config(tmp_path / "b", checkpoint_interval=100, **settings)
+    first = Trainer(config, [stop_at_six], stop).run()
+    assert first.steps == 6 and catfile.load_cat(latest_checkpoint(config.out)).resume.extra["gradient_guard"]["norms"]
+    resumed = train_model(config, resume=True)
+    assert first.losses + resumed.losses == whole.losses  # the history came back: the same clipping
+    assert catfile.read_manifest(resumed.model_path).training["gradient_clipped_steps"] == clipped
+    assert "gradient_clip: 4.0" in (tmp_path / "b" / "run" / "config.yaml").read_text()
+    assert TrainConfig().gradient_clip == 0.0  # off unless asked for (by measurement)
+
+
+def test_a_checkpoint_from_before_the_guard_resumes_without_it_and_a_broken_guard_state_is_refused(tmp_path):
+    whole = train_model(tiny_config(tmp_path / "a", steps=8, checkpoint_interval=4, gradient_clip=0.0))
+    stop = threading.Event()
+
+    def stop_at_four(event):
+        if isinstance(event, StepDone) and event.step == 4:
+            stop.set()
+
+    config = tiny_config(tmp_path / "b", steps=8, checkpoint_interval=100, gradient_clip=0.0)
+    first = Trainer(config, [stop_at_four], stop).run()
+    path = latest_checkpoint(config.out)
+    cat = catfile.load_cat(path)
+    old_config = {key: value for key, value in cat.manifest.config.items() if key != "gradient_clip"}
+    old_extra = {key: value for key, value in cat.resume.extra.items() if key != "gradient_guard"}
+    catfile.save_cat(path, replace(cat.manifest, config=old_config), cat.weights, replace(cat.resume, extra=old_extra))
+    resume_config = replace(config, gradient_clip=4.0)  # the job now asks for the guard
+    with pytest.warns(UserWarning, match="resuming with gradient_clip 0, as checkpoint.0000004.cat was trained"):
+        resumed = train_model(resume_config, resume=True)
+    assert first.losses + resumed.losses == whole.losses
+    assert catfile.read_manifest(resumed.model_path).config["gradient_clip"] == 0.0
+    assert "gradient_clip: 0.0" in (tmp_path / "b" / "run" / "config.yaml").read_text()
+
+    latest_checkpoint(config.out).unlink()  # the finished run's: step 4's is the latest again
+    broken = replace(cat.resume, extra={**old_extra, "gradient_guard": {"norms": [-1.0], "clipped": 0}})
+    catfile.save_cat(path, cat.manifest, cat.weights, broken)
+    with pytest.raises(CatFileError, match=r"checkpoint\.0000004\.cat: gradient guard state: norms must be"):
+        train_model(config, resume=True)
