@@ -102,7 +102,7 @@ class TrainConfig:
         if not 0.0 <= self.difference_share <= 1.0:
             raise ConfigError(f"difference_share must be between 0 and 1 (got {self.difference_share})")
         clip = self.gradient_clip
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (clip == 0 or 1 <= clip < math.inf):
+        if not is_gradient_clip(clip):
             raise ConfigError(
                 f"gradient_clip must be 0 (off) or at least 1 (times the recent median gradient norm; got {clip!r})"
             )
@@ -132,6 +132,11 @@ class InferConfig:
         if self.overlap < 0:
             raise ConfigError(f"overlap must not be negative (got {self.overlap})")
         return self
+
+
+def is_gradient_clip(value: object) -> bool:
+    """Whether ``value`` is a gradient guard factor: 0 (off) or a finite number of at least 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value == 0 or 1 <= value < math.inf)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

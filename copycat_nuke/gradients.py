@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from copycat_nuke.config import is_gradient_clip
+
 #: Clip to this many times the recent median gradient norm (0: off): the factor measured (README, Performance).
 #: Jobs run without the guard unless they ask for it (``TrainConfig.gradient_clip``), by measurement.
 DEFAULT_FACTOR = 4.0
@@ -40,7 +42,7 @@ class GradientGuard:
     """Clips a step's gradients to ``factor`` × the median norm of the recent steps; counts the clipped ones."""
 
     def __init__(self, factor: float = DEFAULT_FACTOR, history: int = HISTORY, warmup: int = WARMUP) -> None:
-        if not (factor == 0 or 1 <= factor < math.inf):
+        if not is_gradient_clip(factor):
             raise ValueError(f"factor must be 0 (off) or at least 1 (got {factor})")
         if not 1 <= warmup <= history:
             raise ValueError(f"need 1 <= warmup <= history (got warmup {warmup}, history {history})")
@@ -66,15 +68,15 @@ class GradientGuard:
 
         A non-finite norm is returned as it is, without changing anything: the caller decides what to do.
         """
-        params = [p for p in parameters if p.grad is not None]
-        if not self.enabled or not params:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not self.enabled or not grads:
             return 0.0
-        norm = total_norm([p.grad for p in params if p.grad is not None])
+        norm = total_norm(grads)
         if not math.isfinite(norm):
             return norm
         limit = self.limit()
         if norm > limit:
-            torch._foreach_mul_([p.grad for p in params if p.grad is not None], limit / norm)
+            torch._foreach_mul_(grads, limit / norm)
             self.clipped += 1
         self._remember(min(norm, limit))
         return norm

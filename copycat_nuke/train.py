@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from copycat_nuke import __version__, catfile, distributed, imageio, plots, pretrained, transfer
-from copycat_nuke.config import TrainConfig, save_yaml, to_dict, write_text_atomic
+from copycat_nuke.config import TrainConfig, is_gradient_clip, save_yaml, to_dict, write_text_atomic
 from copycat_nuke.data import MAX_SCALE, Pair, PatchSampler, stack_frames, steps_for_epochs, temporal_offsets
 from copycat_nuke.device import Runtime, describe_hardware, resolve_runtime
 from copycat_nuke.errors import (
@@ -1131,7 +1131,7 @@ class Trainer:
         if checkpoint is None:
             return wanted
         saved = catfile.read_manifest(checkpoint).config.get("gradient_clip", 0.0)
-        if isinstance(saved, bool) or not isinstance(saved, (int, float)) or not (saved == 0 or 1 <= saved < math.inf):
+        if not is_gradient_clip(saved):
             raise CatFileError(
                 f"{checkpoint} was trained with gradient_clip {saved!r}, which is not 0 or a factor of at least 1: "
                 "resume it with the copycat_nuke that wrote it, or start a new run"
