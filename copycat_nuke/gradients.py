@@ -31,7 +31,7 @@ from copycat_nuke.config import is_gradient_clip
 
 #: Clip to this many times the recent median gradient norm (0: off): the factor measured (README, Performance).
 #: Jobs run without the guard unless they ask for it (``TrainConfig.gradient_clip``), by measurement.
-DEFAULT_FACTOR = 4.0
+MEASURED_FACTOR = 4.0
 #: Steps whose norms set the limit.
 HISTORY = 100
 #: Steps seen before anything is clipped (the first gradients of a fresh network are the largest).
@@ -41,7 +41,7 @@ WARMUP = 10
 class GradientGuard:
     """Clips a step's gradients to ``factor`` × the median norm of the recent steps; counts the clipped ones."""
 
-    def __init__(self, factor: float = DEFAULT_FACTOR, history: int = HISTORY, warmup: int = WARMUP) -> None:
+    def __init__(self, factor: float = MEASURED_FACTOR, history: int = HISTORY, warmup: int = WARMUP) -> None:
         if not is_gradient_clip(factor):
             raise ValueError(f"factor must be 0 (off) or at least 1 (got {factor})")
         if not 1 <= warmup <= history:
