@@ -353,6 +353,23 @@ def test_the_gradient_guard_tames_a_blow_up_and_a_resumed_run_keeps_its_history(
     assert TrainConfig().gradient_clip == 0.0  # off unless asked for (by measurement)
 
 
+def test_a_run_that_diverges_stops_with_an_error_naming_the_step_and_what_to_do(tmp_path, monkeypatch):
+    from copycat_nuke import train
+
+    # The learning rate 10× too high of the guard's test blows this job up at step 3 (0.013, 0.22, then 1.2e3,
+    # 7.6, 3.9e3, 0.76, 77, 1.5e2, 13, 28): with a window of 2 steps and a streak of 4, steps 7-10 are all over
+    # 100× the median of steps 1-2, the lowest the run had, so it stops at step 10.
+    monkeypatch.setattr(train, "DIVERGENCE_WINDOW", 2)
+    monkeypatch.setattr(train, "DIVERGENCE_STEPS", 4)
+    config = tiny_config(tmp_path / "a", steps=12, learning_rate=5e-3, gradient_clip=0.0, checkpoint_interval=100)
+    with pytest.raises(TrainingError, match=r"training diverged at step 10: .*\(--gradient-clip 10,") as caught:
+        train_model(config)
+    assert "before step 7" in str(caught.value) and str(tmp_path / "a" / "run" / "checkpoints") in str(caught.value)
+    assert not (tmp_path / "a" / "run" / "model.cat").exists()  # no useless network handed on as the result
+    steady = train_model(tiny_config(tmp_path / "b", steps=12, gradient_clip=0.0))  # the same check, a sane rate
+    assert steady.steps == 12 and max(steady.losses[2:]) < 100 * min(steady.losses[:2])
+
+
 def test_a_checkpoint_from_before_the_guard_resumes_without_it_and_a_broken_guard_state_is_refused(tmp_path):
     whole = train_model(tiny_config(tmp_path / "a", steps=8, checkpoint_interval=4, gradient_clip=0.0))
     stop = threading.Event()
