@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -711,7 +711,7 @@ class Trainer:
             log = LossLog(self.out_dir / "loss.csv")
             start_step = 0
             if checkpoint is not None:
-                start_step = self._resume(checkpoint, model, optimizer, sampler, arguments, guard)
+                start_step = self._resume(checkpoint.path, model, optimizer, sampler, arguments, guard)
             distributed.broadcast_parameters(self.dist, model)
             if main:
                 if cfg.resume:
@@ -765,7 +765,7 @@ class Trainer:
             distributed.stop(self.dist)
 
     def _batch_size(
-        self, model: nn.Module, runtime: Runtime, data: TrainingData, checkpoint: Optional[Path]
+        self, model: nn.Module, runtime: Runtime, data: TrainingData, checkpoint: Optional[_Resuming]
     ) -> tuple[int, str]:
         """The batch size and how it was decided: as set; as the resumed run had it; or automatic
         (:func:`auto_batch_size`, the smallest choice of all ranks)."""
@@ -773,9 +773,9 @@ class Trainer:
         if cfg.batch_size is not None:
             return cfg.batch_size, "set"
         if checkpoint is not None:
-            saved = catfile.read_manifest(checkpoint).training.get("batch_size")
+            saved = checkpoint.manifest.training.get("batch_size")
             if isinstance(saved, int) and 1 <= saved <= len(data.pairs):
-                return saved, f"auto, kept from {checkpoint.name}"
+                return saved, f"auto, kept from {checkpoint.path.name}"
         crop = min(cfg.crop_size, *(min(pair.input.shape[:2]) for pair in data.pairs)) // 16 * 16
         failure: Optional[BaseException] = None
         try:
@@ -1110,16 +1110,16 @@ class Trainer:
         return plots.save_loss_curve(self.out_dir / "loss.png", steps, losses)
 
     # --------------------------------------------------------------------------- resume
-    def _checkpoint_to_resume(self) -> Path:
+    def _checkpoint_to_resume(self) -> _Resuming:
         checkpoint_path = latest_checkpoint(self.out_dir)
         if checkpoint_path is None:
             raise TrainingError(
                 f"nothing to resume in {self.out_dir}: no checkpoints/checkpoint.*.cat; start a new run instead"
             )
-        return checkpoint_path
+        return _Resuming(checkpoint_path, catfile.read_manifest(checkpoint_path))
 
     def _level_weights(
-        self, fine: bool, width: int, initial_weights: bool, checkpoint: Optional[Path]
+        self, fine: bool, width: int, initial_weights: bool, checkpoint: Optional[_Resuming]
     ) -> tuple[str, str]:
         """The loss's level weights (:data:`LEVEL_WEIGHTS`) and why: as set; for auto, doubling for a fine
         effect on a network no wider than Small trained from scratch (initial weights, such as the shipped
@@ -1140,38 +1140,38 @@ class Trainer:
             chosen, why = "equal", "auto: equal"
         if checkpoint is None:
             return chosen, why
-        saved = catfile.read_manifest(checkpoint).config.get("level_weights", "equal")
+        saved = checkpoint.manifest.config.get("level_weights", "equal")
         if saved not in LEVEL_WEIGHTS:
             raise CatFileError(
-                f"{checkpoint} was trained with level weights {saved!r}, which this version does not know "
+                f"{checkpoint.path} was trained with level weights {saved!r}, which this version does not know "
                 f"({', '.join(LEVEL_WEIGHTS)}): resume it with the copycat_nuke that wrote it, or start a new run"
             )
         if saved == chosen:
             return chosen, why
         if self.dist.is_main:  # once, not once per rank
             warnings.warn(
-                f"resuming with level_weights {saved}, as {checkpoint.name} was trained, not {chosen} "
+                f"resuming with level_weights {saved}, as {checkpoint.path.name} was trained, not {chosen} "
                 f"({why}): a run keeps its loss (start a new run to change it)",
                 stacklevel=3,
             )
-        return saved, f"kept from {checkpoint.name}"
+        return saved, f"kept from {checkpoint.path.name}"
 
-    def _gradient_clip(self, checkpoint: Optional[Path]) -> float:
+    def _gradient_clip(self, checkpoint: Optional[_Resuming]) -> float:
         """The gradient guard's factor: as set, or for a resumed run its checkpoint's (0, off, for one written
         before the guard existed), with a warning where the job now says otherwise, as for the level weights."""
         wanted = self.config.gradient_clip
         if checkpoint is None:
             return wanted
-        saved = catfile.read_manifest(checkpoint).config.get("gradient_clip", 0.0)
+        saved = checkpoint.manifest.config.get("gradient_clip", 0.0)
         if not is_gradient_clip(saved):
             raise CatFileError(
-                f"{checkpoint} was trained with gradient_clip {saved!r}, which is not 0 or a factor of at least 1: "
-                "resume it with the copycat_nuke that wrote it, or start a new run"
+                f"{checkpoint.path} was trained with gradient_clip {saved!r}, which is not 0 or a factor of at "
+                "least 1: resume it with the copycat_nuke that wrote it, or start a new run"
             )
         saved = float(saved)
         if saved != wanted and self.dist.is_main:  # once, not once per rank
             warnings.warn(
-                f"resuming with gradient_clip {saved:g}, as {checkpoint.name} was trained, not {wanted:g}: a run "
+                f"resuming with gradient_clip {saved:g}, as {checkpoint.path.name} was trained, not {wanted:g}: a run "
                 "keeps its gradient guard (start a new run to change it)",
                 stacklevel=3,
             )
@@ -1211,6 +1211,13 @@ class Trainer:
             except ValueError as error:
                 raise CatFileError(f"{checkpoint_path}: {error}; start a new run") from error
         return cat.resume.step
+
+
+class _Resuming(NamedTuple):
+    """The checkpoint a resumed run goes on from, and its manifest (read once, for the choices it keeps)."""
+
+    path: Path
+    manifest: catfile.Manifest
 
 
 @dataclass
