@@ -7,7 +7,7 @@ and a 3×4 colour matrix fitted on the training pairs. Floor: ≥ 6 dB over the 
 spatial effect.
 
     python benchmarks/fewshot.py [--effects soften,grade,markers] [--steps 1800] [--size small]
-        [--batch 3|auto] [--variants default,fullres,equal,doubling,guard,allstages,lstm,lr1e-3,lr2e-3]
+        [--batch 3|auto] [--variants default,fullres,equal,doubling,pixels,guard,allstages,lstm,lr1e-3,lr2e-3]
         [--plot curve.png]
 
 Time to quality: each run also reports the training minutes (and CPU minutes) until held-out PSNR first
@@ -233,6 +233,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "fullres": {"multi_resolution": False, "level_weights": "equal", "gradient_clip": 0.0},
     "equal": {"level_weights": "equal"},  # equal level weights for every effect (the default until 2026-12-01)
     "doubling": {"level_weights": "doubling"},  # 1:2:4 level weights for every effect, not only fine ones
+    "pixels": {"level_weights": "pixels"},  # 1:4:16 level weights for every effect, not only fine ones
     "guard": {"gradient_clip": 4.0},  # the gradient guard on (off by default, by measurement)
     "doubling-guard": {"level_weights": "doubling", "gradient_clip": 4.0},
     "allstages": {"multi_resolution": True, "_min_effect": 0.0},  # every stage, whatever the effect

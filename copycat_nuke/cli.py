@@ -152,8 +152,9 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "difference_share": {"type": float, "help": "share of patches centred where Input and GT differ (0.5)"},
     "level_weights": {
         "choices": list(LEVEL_WEIGHTINGS),
-        "help": "the loss's pyramid levels, coarse to full resolution: doubling 1:2:4 or equal 1:1:1; auto (default): "
-        "doubling for an effect finer than every multi-resolution stage on a Small network, else equal",
+        "help": "the loss's pyramid levels, coarse to full resolution: pixels 1:4:16, doubling 1:2:4 or equal 1:1:1; "
+        "auto (default): for an effect finer than every multi-resolution stage, trained from scratch, pixels with "
+        "up to 2 patches per step on Small or Medium and doubling with more on Small; else equal",
     },
     "gradient_clip": {
         "type": float,

@@ -27,7 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODEL_SIZES = ("small", "medium", "large")
 LOSSES = ("charbonnier", "l1", "mse")
 #: How the multi-scale loss weighs the pyramid's levels (train.LEVEL_WEIGHTS); auto picks one per job.
-LEVEL_WEIGHTINGS = ("auto", "doubling", "equal")
+LEVEL_WEIGHTINGS = ("auto", "doubling", "equal", "pixels")
 #: The most neighbouring frames on each side a temporal network may see (``temporal``).
 MAX_TEMPORAL = 3
 
@@ -68,9 +68,11 @@ class TrainConfig:
     #: against flicker; pairs whose neighbours are missing from the Input sequence are left out
     temporal: int = 0
     loss: str = "charbonnier"  #: charbonnier (default, by measurement), l1 or mse
-    #: the pyramid levels' weights in the loss: doubling (1:2:4 coarse to full resolution) or equal (1:1:1,
-    #: as SRN); auto (default): doubling for an effect finer than every multi-resolution stage on a Small
-    #: network, else equal (by measurement: train.LEVEL_WEIGHTS). A run records the one it took
+    #: the pyramid levels' weights in the loss, coarse to full resolution: pixels (1:4:16, by pixel count),
+    #: doubling (1:2:4) or equal (1:1:1, as SRN); auto (default): for an effect finer than every
+    #: multi-resolution stage, trained from scratch, pixels with up to 2 patches per step on Small or Medium
+    #: and doubling with more on Small; else equal (by measurement: train.fine_level_weights). A run records
+    #: the one it took
     level_weights: str = "auto"
     #: a step's gradients are clipped to this many times the median gradient norm of the last 100 steps,
     #: against a run blowing up (gradients.GradientGuard); 0 (default): off. Off by measurement: 4 saved a

@@ -292,22 +292,40 @@ def pixel_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "char
 
 
 #: How :func:`multiscale_loss` weighs the pyramid's levels, coarsest first (``TrainConfig.level_weights``).
-#: "equal" is SRN's plain mean; "doubling" counts each level twice the one below it, so full resolution
-#: carries 4/7 of a three-level loss. Measured with benchmarks/fewshot.py (same seeds, held-out PSNR):
-#: on Small, doubling helps an effect finer than the coarse levels: the soften came within 0.5 dB of the
-#: full-resolution run's best at step 500 instead of 700 (with 2 patches per step or 3) and ended at
-#: 44.69 dB instead of 43.07. Elsewhere it is no default: the grade ended 0.07 dB (Small) and 0.34 dB
-#: (Medium) lower; and Medium trained unstably with it: its paint-out diverged at step 400 (loss 4.9e4,
-#: 4 dB held out) where equal weights learnt it (43.95 dB), and its soften with 3 patches per step ended at
-#: 34.20 dB against 39.22 with equal weights (with 2 it ended at 45.24 against 44.36). So "auto" takes
-#: doubling only for a *fine* effect (Trainer.plan_resolutions) on a network no wider than Small
-#: (:data:`DOUBLING_MAX_WIDTH`), equal for every other job.
+#: "equal" is SRN's plain mean; "doubling" counts each level twice the one below it (1:2:4, full resolution
+#: carrying 4/7 of a three-level loss); "pixels" counts each level by its pixels, four times the one below
+#: (1:4:16: every pixel of the pyramid counts the same, full resolution 16/21). Measured with
+#: benchmarks/fewshot.py (same seeds, held-out PSNR; the README's Performance section): weighting toward full
+#: resolution teaches an effect finer than the coarse levels in fewer steps. With 2 patches per step the
+#: soften came within 0.5 dB of the full-resolution run's best at step 500 on Small with doubling (700 with
+#: equal weights) and at step 400 on Medium with pixels (600 with equal weights or doubling), and ended
+#: higher. Elsewhere it is no default: doubling cost the grade 0.07 dB (Small) and 0.34 dB (Medium) at the
+#: end, and Medium trained unstably with doubling at 3 patches per step (its paint-out diverged at step 400,
+#: its soften ended at 34.20 dB against 39.22). So "auto" weighs only a *fine* effect (Trainer.plan_resolutions)
+#: of a network trained from scratch: see :func:`fine_level_weights`.
 LEVEL_WEIGHTS: dict[str, Callable[[int], list[float]]] = {
     "doubling": lambda levels: [2.0**i for i in range(levels)],
     "equal": lambda levels: [1.0] * levels,
+    "pixels": lambda levels: [4.0**i for i in range(levels)],
 }
-#: The widest network "auto" gives doubled level weights: Small's (models.MODEL_SIZES); see LEVEL_WEIGHTS.
-DOUBLING_MAX_WIDTH = MODEL_SIZES["small"]
+
+
+#: The most patches per step "pixels" level weights were measured with (2: what a CPU takes for a fine effect).
+PIXELS_WEIGHTS_MAX_BATCH = 2
+
+
+def fine_level_weights(width: int, batch_size: int) -> tuple[str, str]:
+    """The level weights "auto" gives a fine effect trained from scratch, and why, where they were measured:
+    pixels with up to :data:`PIXELS_WEIGHTS_MAX_BATCH` patches per step on Small and Medium; doubling with
+    more on Small; equal otherwise (more patches on Medium, where doubling was unstable, and Large:
+    unmeasured)."""
+    fine = "the effect being finer than every coarse stage"
+    most = PIXELS_WEIGHTS_MAX_BATCH
+    if width <= MODEL_SIZES["medium"] and batch_size <= most:
+        return "pixels", f"auto: pixels, {fine}"
+    if width <= MODEL_SIZES["small"]:
+        return "doubling", f"auto: doubling, {fine}, with more than {most} patches per step"
+    return "equal", f"auto: equal, {fine}, but fine weights are unmeasured on this network with this batch"
 
 
 def multiscale_loss(
@@ -701,10 +719,10 @@ class Trainer:
                 batch_size = sampler.batch_size = FINE_EFFECT_CPU_BATCH
                 total_steps = self._total_steps(pair_count, batch_size)
             level_weights, weights_choice = self._level_weights(
-                fine, int(arguments["width"]), from_initial_weights, checkpoint
+                fine, int(arguments["width"]), batch_size, from_initial_weights, checkpoint
             )
-            # config.yaml repeats the job as asked: auto stays auto (a --model-size medium repeat must not
-            # inherit Small's doubling), unless a resumed run kept its checkpoint's weights
+            # config.yaml repeats the job as asked: auto stays auto (a --model-size large repeat must not
+            # inherit Medium's weights), unless a resumed run kept its checkpoint's weights
             repeat_weights = level_weights if weights_choice.startswith("kept") else cfg.level_weights
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
             guard = GradientGuard(self._gradient_clip(checkpoint))
@@ -1119,21 +1137,19 @@ class Trainer:
         return _Resuming(checkpoint_path, catfile.read_manifest(checkpoint_path))
 
     def _level_weights(
-        self, fine: bool, width: int, initial_weights: bool, checkpoint: Optional[_Resuming]
+        self, fine: bool, width: int, batch_size: int, initial_weights: bool, checkpoint: Optional[_Resuming]
     ) -> tuple[str, str]:
-        """The loss's level weights (:data:`LEVEL_WEIGHTS`) and why: as set; for auto, doubling for a fine
-        effect on a network no wider than Small trained from scratch (initial weights, such as the shipped
-        networks, were trained with equal ones: unmeasured), else equal; and a resumed run goes on with the
-        loss it started with, the checkpoint's (one written before the setting existed trained with equal
-        weights), with a warning where the job now says otherwise (Nuke's CopyCat node has no knob for
-        them, an old config.yaml no key)."""
+        """The loss's level weights (:data:`LEVEL_WEIGHTS`) and why: as set; for auto, a fine effect trained
+        from scratch takes :func:`fine_level_weights` (initial weights, such as the shipped networks, were
+        trained with equal ones: unmeasured), any other job equal; and a resumed run goes on with the loss it
+        started with, the checkpoint's (one written before the setting existed trained with equal weights),
+        with a warning where the job now says otherwise (Nuke's CopyCat node has no knob for them, an old
+        config.yaml no key)."""
         cfg = self.config
         if cfg.level_weights != "auto":
             chosen, why = cfg.level_weights, "set"
-        elif fine and width <= DOUBLING_MAX_WIDTH and not initial_weights:
-            chosen, why = "doubling", "auto: doubling (1:2:4), the effect being finer than every coarse stage"
-        elif fine and width > DOUBLING_MAX_WIDTH:
-            chosen, why = "equal", "auto: equal, doubling being unstable on wider networks"
+        elif fine and not initial_weights:
+            chosen, why = fine_level_weights(width, batch_size)
         elif fine:
             chosen, why = "equal", "auto: equal, as the initial weights were trained"
         else:

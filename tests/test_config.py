@@ -30,7 +30,7 @@ def test_unknown_key_names_the_file_and_the_key(tmp_path):
         ({"device": "tpu"}, "device must be one of"),
         ({"lstm": "yes"}, "lstm must be true or false"),
         ({"difference_share": 2.0}, "difference_share"),
-        ({"level_weights": "finest"}, "level_weights must be one of auto, doubling, equal"),
+        ({"level_weights": "finest"}, "level_weights must be one of auto, doubling, equal, pixels"),
         ({"gradient_clip": 0.5}, "gradient_clip must be 0 \\(off\\) or at least 1"),
         ({"gradient_clip": -4}, "gradient_clip must be 0 \\(off\\) or at least 1"),
         ({"gradient_clip": "x"}, "gradient_clip must be a number"),

@@ -11,11 +11,13 @@ import pytest
 from copycat_nuke import catfile, imageio, train, transfer
 from copycat_nuke.config import TrainConfig, save_yaml
 from copycat_nuke.data import Pair, PatchSampler
+from copycat_nuke.models import MODEL_SIZES
 from copycat_nuke.train import (
     Started,
     StepDone,
     Trainer,
     downscale_pairs,
+    fine_level_weights,
     local_share,
     resolution_factor,
     surviving_effect,
@@ -182,11 +184,11 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     manifest = catfile.read_manifest(result.model_path)
     assert manifest.training["multi_resolution"] == started.resolutions
     # ... and, being finer than every coarse stage, with the loss weighted toward full resolution
-    assert started.level_weights == "doubling (auto: doubling (1:2:4), the effect being finer than every coarse stage)"
-    assert manifest.config["level_weights"] == "doubling"
-    assert manifest.training["level_weights_choice"].startswith("auto: doubling")
+    assert started.level_weights == "pixels (auto: pixels, the effect being finer than every coarse stage)"
+    assert manifest.config["level_weights"] == "pixels"
+    assert manifest.training["level_weights_choice"].startswith("auto: pixels")
     assert "level_weights: auto" in (tmp_path / "job" / "run" / "config.yaml").read_text()  # repeats as asked
-    # The same job refined from a model (as one refines the shipped networks): equal, doubling unmeasured there
+    # The same job refined from a model (as one refines the shipped networks): equal, pixels unmeasured there
     events.clear()
     refine = config(tmp_path / "refine", **write_soften_pairs(tmp_path), initial_weights=str(result.model_path))
     train_model(refine, listeners=[events.append])
@@ -194,14 +196,27 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     assert started.level_weights == "equal (auto: equal, as the initial weights were trained)"
 
 
-def test_a_fine_effect_on_a_network_wider_than_small_keeps_equal_level_weights(tmp_path):
+@pytest.mark.parametrize("size, weights", [("medium", "pixels"), ("large", "equal")])
+def test_a_fine_effect_with_two_patches_per_step_takes_pixel_level_weights_up_to_medium(tmp_path, size, weights):
     events: list[object] = []
-    job = config(tmp_path / "job", **write_soften_pairs(tmp_path), model_size="medium")
+    job = config(tmp_path / "job", **write_soften_pairs(tmp_path), model_size=size)
     result = train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
     assert started.resolutions.endswith(": full resolution throughout")  # fine, as on Small above
-    assert started.level_weights == "equal (auto: equal, doubling being unstable on wider networks)"
-    assert catfile.read_manifest(result.model_path).config["level_weights"] == "equal"
+    assert started.level_weights.startswith(f"{weights} (auto: {weights}, the effect being finer than every coarse")
+    assert catfile.read_manifest(result.model_path).config["level_weights"] == weights
+
+
+def test_fine_level_weights_are_taken_where_they_were_measured():
+    small, medium, large = (MODEL_SIZES[size] for size in ("small", "medium", "large"))
+    assert fine_level_weights(small, 2)[0] == fine_level_weights(medium, 2)[0] == "pixels"  # 2 per step: a CPU's
+    assert fine_level_weights(small, 1)[0] == "pixels"
+    assert fine_level_weights(small, 3) == (
+        "doubling",
+        "auto: doubling, the effect being finer than every coarse stage, with more than 2 patches per step",
+    )
+    assert fine_level_weights(medium, 3)[0] == "equal"  # doubling trained unstably there
+    assert fine_level_weights(large, 2)[1].endswith("fine weights are unmeasured on this network with this batch")
 
 
 def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, batches, monkeypatch):
@@ -233,7 +248,7 @@ def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, 
     (started,) = [event for event in events if isinstance(event, Started)]
     assert (started.batch_size, started.total_steps, started.start_step) == (2, 5, 2)
     assert "kept from checkpoint.0000002.cat" in started.batch_choice
-    assert started.level_weights.startswith("doubling (auto: ")  # chosen again, as the checkpoint has it
+    assert started.level_weights.startswith("pixels (auto: ")  # chosen again, as the checkpoint has it
     assert first.losses + resumed.losses == result.losses
 
 
@@ -254,7 +269,7 @@ def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, mo
     assert started.batch_size == 3 and started.batch_choice.startswith("auto: ")
     assert "finer than the coarse stages" not in started.batch_choice
     assert started.resolutions == "off" if fine else started.resolutions.startswith("1/4 for steps 1-2")
-    assert started.level_weights == "equal (auto: equal)"  # doubling is for a fine effect the plan has seen
+    assert started.level_weights == "equal (auto: equal)"  # pixels is for a fine effect the plan has seen
 
 
 def test_a_fine_effect_keeps_a_probe_batch_no_larger_than_its_own(tmp_path, monkeypatch):

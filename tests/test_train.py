@@ -276,6 +276,9 @@ def test_multiscale_loss_weighs_each_finer_level_twice_the_coarser_one_or_all_eq
     assert float(multiscale_loss(outputs, target, "l1", "doubling")) == pytest.approx(
         (1 * 0.5 + 2 * 0.25 + 4 * 0.125) / 7
     )
+    assert float(multiscale_loss(outputs, target, "l1", "pixels")) == pytest.approx(  # by pixel count: 4, 16, 64
+        (1 * 0.5 + 4 * 0.25 + 16 * 0.125) / 21
+    )
     assert float(multiscale_loss(outputs, target, "l1")) == float(multiscale_loss(outputs, target, "l1", "equal"))
     # A box-downscaled target is what a coarse level is scored against, so a right coarse answer costs nothing.
     ramp = torch.arange(64.0).reshape(1, 1, 8, 8)
@@ -295,9 +298,9 @@ def test_the_level_weights_setting_reaches_the_loss_and_the_manifest(tmp_path, m
 
     monkeypatch.setattr(train, "multiscale_loss", spy)
     # (batch_size is set by tiny_config: an automatic one's probe step would call the loss too)
-    result = train_model(tiny_config(tmp_path, steps=2, level_weights="doubling", checkpoint_interval=2))
-    assert seen == ["doubling", "doubling"]  # not the function's default (equal)
-    assert catfile.load_cat(result.model_path).manifest.config["level_weights"] == "doubling"
+    result = train_model(tiny_config(tmp_path, steps=2, level_weights="pixels", checkpoint_interval=2))
+    assert seen == ["pixels", "pixels"]  # not the function's default (equal)
+    assert catfile.load_cat(result.model_path).manifest.config["level_weights"] == "pixels"
     assert TrainConfig().level_weights == "auto"
 
 
