@@ -5,7 +5,8 @@ One readable loop (:meth:`Trainer.run`) in named phases:
 1. **prepare**: validate the job, decide device and precision, read the frame pairs into the working
    space of ``transfer.py``, build (or load) the network, restore a checkpoint when resuming;
 2. **train**: sample patches, a multi-scale Charbonnier loss (its levels weighted toward full resolution
-   for a fine effect on Small: :data:`LEVEL_WEIGHTS`), Adam with a cosine-decaying learning rate;
+   for a fine effect: :func:`fine_level_weights`), Adam with a cosine-decaying learning rate; a run whose
+   loss blows up stops (:data:`DIVERGENCE_FACTOR`);
 3. **report**: every step an event; every ``image_interval`` steps a contact sheet; every
    ``checkpoint_interval`` steps an atomic checkpoint ``.cat`` with everything needed to resume exactly;
 4. **finish**: ``model.cat``, the loss log and its plot — also when stopped early.
@@ -297,11 +298,12 @@ def pixel_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "char
 #: (1:4:16: every pixel of the pyramid counts the same, full resolution 16/21). Measured with
 #: benchmarks/fewshot.py (same seeds, held-out PSNR; the README's Performance section): weighting toward full
 #: resolution teaches an effect finer than the coarse levels in fewer steps. With 2 patches per step the
-#: soften came within 0.5 dB of the full-resolution run's best at step 500 on Small with doubling (700 with
-#: equal weights) and at step 400 on Medium with pixels (600 with equal weights or doubling), and ended
-#: higher. Elsewhere it is no default: doubling cost the grade 0.07 dB (Small) and 0.34 dB (Medium) at the
-#: end, and Medium trained unstably with doubling at 3 patches per step (its paint-out diverged at step 400,
-#: its soften ended at 34.20 dB against 39.22). So "auto" weighs only a *fine* effect (Trainer.plan_resolutions)
+#: soften came within 0.5 dB of the full-resolution run's best at step 500 on Small with doubling or pixels
+#: (700 with equal weights; 45.13 dB at the end with pixels, 44.69 with doubling, 43.07 with equal) and at
+#: step 400 on Medium with pixels (600 with equal weights or doubling; 45.61 dB at the end, 44.36 equal).
+#: Elsewhere it is no default: doubling cost the grade 0.07 dB (Small) and 0.34 dB (Medium) at the end, and
+#: Medium trained unstably with doubling at 3 patches per step (its paint-out diverged at step 400, its
+#: soften ended at 34.20 dB against 39.22). So "auto" weighs only a *fine* effect (Trainer.plan_resolutions)
 #: of a network trained from scratch: see :func:`fine_level_weights`.
 LEVEL_WEIGHTS: dict[str, Callable[[int], list[float]]] = {
     "doubling": lambda levels: [2.0**i for i in range(levels)],
@@ -718,8 +720,8 @@ class Trainer:
                 )
                 batch_size = sampler.batch_size = FINE_EFFECT_CPU_BATCH
                 total_steps = self._total_steps(pair_count, batch_size)
-            level_weights, weights_choice = self._level_weights(
-                fine, int(arguments["width"]), batch_size, from_initial_weights, checkpoint
+            level_weights, weights_choice = self._level_weights(  # patches per step: every rank's
+                fine, int(arguments["width"]), batch_size * self.dist.world_size, from_initial_weights, checkpoint
             )
             # config.yaml repeats the job as asked: auto stays auto (a --model-size large repeat must not
             # inherit Medium's weights), unless a resumed run kept its checkpoint's weights
@@ -866,12 +868,13 @@ class Trainer:
                 distributed.average_parameters(self.dist, run.model)
             value = distributed.mean_over_ranks(self.dist, float(loss.item()), runtime.device)
             losses.append(value)
+            if self.dist.is_main:
+                run.log.append(step, value, lr, time.perf_counter() - clock)
             self._check_divergence(run, losses, step)  # every rank sees the same mean loss, so all stop together
             if not self.dist.is_main:
                 continue
             elapsed = time.perf_counter() - loop_start
             rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
-            run.log.append(step, value, lr, time.perf_counter() - clock)
             self._emit(
                 StepDone(
                     step=step,
@@ -933,16 +936,18 @@ class Trainer:
         if min(losses[-streak:]) <= DIVERGENCE_FACTOR * run.lowest_loss_median:
             return
         guard = (
-            f"a stronger gradient guard (gradient_clip {self.config.gradient_clip:g} now)"
-            if self.config.gradient_clip
+            f"a stronger gradient guard (gradient_clip {run.guard.factor:g} now)"
+            if run.guard.factor
             else "the gradient guard on (--gradient-clip 10, or gradient_clip: 10 in the job's YAML)"
         )
+        if self.dist.is_main:
+            run.log.flush()  # the blow-up stays in loss.csv to look at
         raise TrainingError(
             f"training diverged at step {step}: for {streak} steps the loss has stayed over "
             f"{DIVERGENCE_FACTOR:g}× the lowest median it had over {window} steps ({run.lowest_loss_median:.3g}; "
             f"now {losses[-1]:.3g}), so the network has lost what it learnt. Start the job again with {guard}, "
-            f"or with a lower learning rate; checkpoints written before step {step - streak + 1} in "
-            f"{self.out_dir / 'checkpoints'} hold the network from before"
+            f"or with a lower learning rate (not --resume: the latest checkpoint may hold the blown-up network); "
+            f"checkpoints written before step {step - streak} in {self.out_dir / 'checkpoints'} hold it from before"
         )
 
     def plan_resolutions(

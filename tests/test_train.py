@@ -367,8 +367,9 @@ def test_a_run_that_diverges_stops_with_an_error_naming_the_step_and_what_to_do(
     config = tiny_config(tmp_path / "a", steps=12, learning_rate=5e-3, gradient_clip=0.0, checkpoint_interval=100)
     with pytest.raises(TrainingError, match=r"training diverged at step 10: .*\(--gradient-clip 10,") as caught:
         train_model(config)
-    assert "before step 7" in str(caught.value) and str(tmp_path / "a" / "run" / "checkpoints") in str(caught.value)
+    assert "before step 6" in str(caught.value) and str(tmp_path / "a" / "run" / "checkpoints") in str(caught.value)
     assert not (tmp_path / "a" / "run" / "model.cat").exists()  # no useless network handed on as the result
+    assert [step for step, _ in read_losses(tmp_path / "a" / "run" / "loss.csv")] == list(range(1, 11))  # kept
     steady = train_model(tiny_config(tmp_path / "b", steps=12, gradient_clip=0.0))  # the same check, a sane rate
     assert steady.steps == 12 and max(steady.losses[2:]) < 100 * min(steady.losses[:2])
 
