@@ -1,7 +1,8 @@
 """Nuke GUI start-up for copycat_nuke: the "CopyCat ML" toolbar menu (menu.py runs in GUI sessions only).
 
 Each item creates its node through ``copycat_nuke.nuke.create_node``, which says so in a message when a
-node cannot be made, instead of failing silently.
+node cannot be made, instead of failing silently. The menu says "CopyCat", "Inference"...; the nodes'
+classes are CopyCatML, InferenceML... (names no Nuke ships, see copycat_nuke.nuke.knobs.CLASSES).
 """
 
 import os

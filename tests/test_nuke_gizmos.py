@@ -27,7 +27,7 @@ ADAPTER = REPO / "copycat_nuke" / "nuke"
 
 
 def gizmo(kind: str) -> nkscript.NodeDef:
-    return nkscript.gizmo(REPO / "gizmos" / f"{kind}.gizmo")
+    return nkscript.gizmo(REPO / "gizmos" / f"{kind}ML.gizmo")
 
 
 def python_of(node: nkscript.NodeDef) -> dict[str, str]:
@@ -142,8 +142,9 @@ def _parent_references(value: str) -> list[str]:
     return re.findall(r"parent\.(\w+)", value)
 
 
-#: Knobs of Nuke's own nodes the adapter uses: a Read's reload button, root's name (the script's path).
-NUKE_KNOBS = {"reload", "name"}
+#: Knobs of Nuke's own nodes the adapter uses: a Read's reload button, root's name (the script's path) and
+#: proxy switch, an Input node's number.
+NUKE_KNOBS = {"reload", "name", "proxy", "number"}
 
 
 def _knob_names_read_by_the_adapter() -> set[str]:
@@ -172,15 +173,15 @@ def test_every_knob_the_python_reads_exists_in_the_gizmos(adapter):
     read = _knob_names_read_by_the_adapter()
     declared = {name for names in adapter.knobs.KNOBS.values() for name in names}
     assert not read - NUKE_KNOBS - declared, f"not in knobs.KNOBS: {sorted(read - NUKE_KNOBS - declared)}"
-    assert {"dataDirectory", "modelFile", "renderSignature", "totalSteps", "status", "reload"} <= read  # found
+    assert {"dataDirectory", "modelFile", "resultFirst", "totalSteps", "status", "reload"} <= read  # found
     defined = {knob.name for kind in KINDS for knob in gizmo(kind).user_knobs} | NUKE_KNOBS
     assert not read - defined, f"knobs read by copycat_nuke.nuke that no gizmo defines: {sorted(read - defined)}"
 
 
 def test_gizmos_from_the_plugin_path_are_built_with_typed_knobs(nuke_session):
     nuke = nuke_session
-    node = nuke.nodes.CopyCat()
-    assert node.Class() == "CopyCat" and node.name() == "CopyCat1" and node.maxInputs() == 3
+    node = nuke.nodes.CopyCatML()
+    assert node.Class() == "CopyCatML" and node.name() == "CopyCatML1" and node.maxInputs() == 3
     assert node["epochs"].value() == 10000 and node["cropSize"].value() == 256
     assert node["checkpointInterval"].value() == 1000 and node["imageInterval"].value() == 100
     assert node["modelSize"].value() == "Medium" and node["modelSize"].values() == ["Small", "Medium", "Large"]
@@ -215,23 +216,42 @@ def test_menu_adds_the_copycat_ml_toolbar_with_icons_whose_commands_create_our_n
         assert icon is not None and (icon.spec().width, icon.spec().height, icon.spec().nchannels) == (24, 24, 4)
         icon.close()
         item.invoke()
-    assert [(n.Class(), n["copycatNode"].value()) for n in nuke.allNodes()] == [(k, k) for k in KINDS]
-    assert [n.Class() for n in nuke.allNodes()[1:] if n.input(0) is not None] == ["Inference", "Upscale", "Deblur"]
+    assert [(n.Class(), n["copycatNode"].value()) for n in nuke.allNodes()] == [(k + "ML", k) for k in KINDS]
+    connected = [n.Class() for n in nuke.allNodes()[1:] if n.input(0) is not None]
+    assert connected == ["InferenceML", "UpscaleML", "DeblurML"]
     assert panels.registered and panels.registered[-1][1] == "CopyCat Training"
     assert nuke.STATE.messages == []
 
 
-def test_creating_a_node_reports_a_missing_gizmo_folder_or_nukes_own_node_of_that_name(nuke_session, monkeypatch):
+def test_nukes_own_nodes_of_the_old_names_never_stand_in_for_ours(nuke_session, monkeypatch):
+    nuke = nuke_session
+    import copycat_nuke.nuke
+
+    for foundry in ("CopyCat", "Inference", "Upscale", "Deblur"):  # NukeX 13+ ships these classes
+        monkeypatch.setitem(nuke.BUILTIN_KNOBS, foundry, {"modelFile": nuke.File_Knob})
+        monkeypatch.setitem(nuke._INPUTS, foundry, 1)
+    made = [copycat_nuke.nuke.create_node(kind) for kind in KINDS]
+    assert [(n.Class(), n["copycatNode"].value()) for n in made] == [(k + "ML", k) for k in KINDS]
+    assert nuke.STATE.messages == []
+
+
+def test_creating_a_node_reports_a_missing_gizmo_folder_or_another_plugins_node_of_our_name(nuke_session, monkeypatch):
     nuke = nuke_session
     import copycat_nuke.nuke
 
     nuke.STATE.plugin_paths.clear()
-    monkeypatch.setitem(nuke.BUILTIN_KNOBS, "Inference", {})  # Nuke's own Inference, which has no copycatNode knob
-    monkeypatch.setitem(nuke._INPUTS, "Inference", 1)
+    monkeypatch.setitem(nuke.BUILTIN_KNOBS, "InferenceML", {})  # someone else's InferenceML, without our knobs
+    monkeypatch.setitem(nuke._INPUTS, "InferenceML", 1)
     assert copycat_nuke.nuke.create_node("Inference") is None
-    assert "this Nuke has a built-in node of the same name" in nuke.STATE.messages[-1]
+    assert "another plugin on NUKE_PATH has a gizmo called InferenceML" in nuke.STATE.messages[-1]
     assert copycat_nuke.nuke.create_node("CopyCat") is None
     assert "gizmos/ folder is not on the plugin path" in nuke.STATE.messages[-1]
+
+
+def test_legacy_gizmos_are_the_same_gizmos_under_the_old_names():
+    for kind in KINDS:
+        legacy = REPO / "gizmos" / "legacy" / f"{kind}.gizmo"
+        assert legacy.read_bytes() == (REPO / "gizmos" / f"{kind}ML.gizmo").read_bytes(), f"{legacy} differs"
 
 
 def test_importing_the_adapter_loads_none_of_the_heavy_dependencies():

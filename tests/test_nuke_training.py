@@ -49,7 +49,7 @@ def copycat(nuke: Any, tmp_path: Path, frames: range = range(1, 4), truth: range
         "imageInterval": 1000,
         **knobs,
     }
-    node = nuke.nodes.CopyCat(**settings)
+    node = nuke.nodes.CopyCatML(**settings)
     node.setInput(0, read_in)
     node.setInput(1, read_truth)
     return node
@@ -60,7 +60,7 @@ def test_farm_session_trains_to_the_end_then_inference_renders_and_flags_a_stale
     node = copycat(nuke, tmp_path)
     read_in = node.input(0)
 
-    nuke.toNode("CopyCat1")["startTraining"].execute()  # a farm's call: returns when training is done
+    nuke.toNode("CopyCatML1")["startTraining"].execute()  # a farm's call: returns when training is done
 
     run = tmp_path / "run"
     assert (run / "model.cat").is_file()
@@ -71,11 +71,11 @@ def test_farm_session_trains_to_the_end_then_inference_renders_and_flags_a_stale
         "input.0001.exr",
         "input.0002.exr",
     ]
-    assert [n.Class() for n in nuke.allNodes()] == ["Read", "Read", "CopyCat"]  # the temporary Write is gone
+    assert [n.Class() for n in nuke.allNodes()] == ["Read", "Read", "CopyCatML"]  # the temporary Write is gone
     assert node["status"].value().startswith("Finished at step 2/2, loss ")
     assert node["totalSteps"].value() == "2 steps (2 pairs, batch 2)"
     task = nuke.STATE.tasks[-1]
-    assert task.title == "CopyCat1: training" and "step 2/2" in task.messages[-1]
+    assert task.title == "CopyCatML1: training" and "step 2/2" in task.messages[-1]
     config = load_yaml(TrainConfig, run / "config.yaml")
     assert (config.frames, config.model_size, config.batch_size, config.epochs, config.crop_size) == (
         "1-2",
@@ -87,13 +87,13 @@ def test_farm_session_trains_to_the_end_then_inference_renders_and_flags_a_stale
     assert nuke.STATE.messages == [] and nuke.STATE.violations == []
 
     node["createInference"].execute()
-    inference = nuke.toNode("Inference1")
+    inference = nuke.toNode("InferenceML1")
     assert inference["modelFile"].value() == str(run / "model.cat")
     assert inference.input(0) is read_in and inference["channelsIn"].value() == "R,G,B"
     inference["outputFile"].setValue(str(tmp_path / "out" / "clean.####.exr"))
     inference["render"].execute()
 
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"clean.{f:04d}.exr" for f in range(1, 4)]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.exr")) == [f"clean.{f:04d}.exr" for f in range(1, 4)]
     result = imageio.read_frame(tmp_path / "out" / "clean.0003.exr")
     assert result.channels == ("R", "G", "B", "A") and result.pixels.shape == (32, 48, 4)  # alpha passed through
     assert np.isfinite(result.pixels).all()
@@ -109,12 +109,12 @@ def test_farm_session_trains_to_the_end_then_inference_renders_and_flags_a_stale
     assert inference["status"].value().startswith("Up to date")
     read_in["first"].setValue(2)
     nuke.open_panel(inference)
-    assert inference["status"].value() == WARNING + "Stale: the input changed since the last render: press Render."
+    assert inference["status"].value() == WARNING + "Stale: the input changed since it was rendered: press Render."
     read_in["first"].setValue(1)
     stat = (run / "model.cat").stat()
     os.utime(run / "model.cat", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     nuke.open_panel(inference)
-    assert "Stale: the model changed since the last render" in inference["status"].value()
+    assert "Stale: the model changed since it was rendered" in inference["status"].value()
 
 
 def test_gui_training_runs_off_the_main_thread_stops_on_request_and_resumes(nuke_session, tmp_path):
@@ -124,7 +124,7 @@ def test_gui_training_runs_off_the_main_thread_stops_on_request_and_resumes(nuke
     from copycat_nuke.nuke import jobs
 
     node["startTraining"].execute()  # returns at once: Nuke stays usable
-    job = jobs.current("CopyCat1")
+    job = jobs.current("CopyCatML1")
     assert job is not None and job.thread is not None and job.thread is not threading.current_thread()
     nuke.process_events(until=lambda: "training: step" in node["status"].value(), timeout=180)
     assert job.training is not None  # the TrainingJob the panel follows
@@ -200,9 +200,9 @@ def _shipped_deblur_missing(node: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("break_it", "fix"),
     [
-        (_no_ground_truth, "nothing is connected to the GroundTruth input of CopyCat1: connect it"),
+        (_no_ground_truth, "nothing is connected to the GroundTruth input of CopyCatML1: connect it"),
         (_knob("dataDirectory", ""), "Data Directory is empty: choose a folder"),
-        (_knob("cropSize", 8), "Crop Size must be at least 16 (it is 8): set CopyCat1.cropSize"),
+        (_knob("cropSize", 8), "Crop Size must be at least 16 (it is 8): set CopyCatML1.cropSize"),
         (_knob("frames", "1-x"), "Cannot read '1-x' in the frame list"),
         (_knob("frames", "3-4"), "cannot render the GroundTruth input at frame 3"),
         (_checkpoint_without_file, "Checkpoint File is empty: choose a .cat file"),
@@ -233,10 +233,10 @@ def test_problems_become_a_message_and_a_status_warning_with_the_fix(
     wait_for(nuke, node)
 
     assert len(nuke.STATE.messages) == 1 and fix in nuke.STATE.messages[0], nuke.STATE.messages
-    assert nuke.STATE.messages[0].startswith("CopyCat1: ")
+    assert nuke.STATE.messages[0].startswith("CopyCatML1: ")
     assert node["status"].value().startswith(WARNING) and fix in node["status"].value()
     assert "Traceback" not in nuke.STATE.messages[0] and nuke.STATE.violations == []
-    assert [n.Class() for n in nuke.allNodes()] == ["Read", "Read", "CopyCat"]  # no Write left behind
+    assert [n.Class() for n in nuke.allNodes()] == ["Read", "Read", "CopyCatML"]  # no Write left behind
 
 
 def test_resume_without_checkpoints_says_to_start_training(nuke_session, tmp_path):
@@ -245,7 +245,7 @@ def test_resume_without_checkpoints_says_to_start_training(nuke_session, tmp_pat
     node = copycat(nuke, tmp_path)
     node["resumeTraining"].execute()
     assert nuke.STATE.messages == [
-        f"CopyCat1: nothing to resume in {tmp_path / 'run'}: it has no checkpoints yet. Press Start Training."
+        f"CopyCatML1: nothing to resume in {tmp_path / 'run'}: it has no checkpoints yet. Press Start Training."
     ]
 
 
@@ -255,7 +255,7 @@ def test_in_a_terminal_a_problem_is_printed_and_raised_so_the_farm_job_fails(nuk
     node.setInput(1, None)
     with pytest.raises(CopyCatError, match="GroundTruth input"):
         node["startTraining"].execute()
-    assert "copycat_nuke: CopyCat1: nothing is connected to the GroundTruth input" in capsys.readouterr().err
+    assert "copycat_nuke: CopyCatML1: nothing is connected to the GroundTruth input" in capsys.readouterr().err
 
 
 def test_cancelling_the_progress_task_stops_the_job_and_cleans_up(nuke_session, tmp_path):
@@ -266,7 +266,7 @@ def test_cancelling_the_progress_task_stops_the_job_and_cleans_up(nuke_session, 
     node["startTraining"].execute()
 
     assert node["status"].value() == "Stopped training."
-    assert [n.Class() for n in nuke.allNodes()] == ["Read", "Read", "CopyCat"]
+    assert [n.Class() for n in nuke.allNodes()] == ["Read", "Read", "CopyCatML"]
     assert not (tmp_path / "run" / "model.cat").exists()
 
 
@@ -333,9 +333,9 @@ def test_show_panel_docks_the_training_panel_on_the_run_or_the_running_job(nuke_
     assert panels.registered[-1] == (panel.WIDGET, "CopyCat Training", panel.PANEL_ID)
     assert panels.shown[-1].pane.name == "Properties.1"
 
-    running = jobs.NodeJob("CopyCat1", "training", gui=True)
+    running = jobs.NodeJob("CopyCatML1", "training", gui=True)
     running.training = types.SimpleNamespace(stop=lambda: None, wait=lambda timeout=None: None)
-    monkeypatch.setitem(jobs._JOBS, "CopyCat1", running)
+    monkeypatch.setitem(jobs._JOBS, "CopyCatML1", running)
     node["showTrainingPanel"].execute()
     assert _FakePanel.made[-1].attached == [("job", running.training)]
     assert nuke.STATE.messages == []

@@ -69,9 +69,8 @@ def _create_write(node_name: str, index: int, label: str, pattern: str, channels
     return write.fullName()
 
 
-def _execute(write_name: str, frame: int) -> None:
-    views = nuke.views()[:1]
-    nuke.execute(node(write_name), frame, frame, 1, views=views)
+def _execute(write_name: str, frame: int, view: str) -> None:
+    nuke.execute(node(write_name), frame, frame, 1, views=[view])
 
 
 def _delete(write_name: str) -> None:
@@ -98,15 +97,19 @@ def render_frames(
     channels: str,
     *,
     skip_failures: bool = False,
+    view: Optional[str] = None,
     progress: tuple[float, float] = (0.0, 100.0),
 ) -> list[int]:
     """Render input ``index`` (called ``label``) of the job's node at ``frames`` to the EXR ``pattern``.
 
     Returns the frames written. With ``skip_failures`` a frame that fails to render (a Read's missing
     frame) is left out; otherwise it raises a :class:`CopyCatError` naming the frame and Nuke's error.
-    ``progress`` is the span of the job's progress (percent) these frames cover.
+    ``view`` is the view rendered (default: the script's first). ``progress`` is the span of the job's
+    progress (percent) these frames cover.
     """
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+    if view is None:
+        view = context.call(nuke.views)[0]
     write = context.call(_create_write, context.node_name, index, label, pattern, channels)
     written: list[int] = []
     first_failure: Optional[str] = None
@@ -114,7 +117,7 @@ def render_frames(
         for done, frame in enumerate(frames):
             context.check_stop()
             try:
-                context.call(_execute, write, frame)
+                context.call(_execute, write, frame, view)
             except RuntimeError as error:
                 if "cancel" in str(error).lower():
                     raise jobs.Stopped(f"{context.node_name}: rendering was cancelled") from None

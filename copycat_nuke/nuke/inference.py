@@ -1,32 +1,33 @@
-"""The Inference, Upscale and Deblur nodes: run a ``.cat`` over the input and show the result.
+"""The Inference, Upscale and Deblur nodes: run a ``.cat`` over the input, frame by frame, and show the result.
 
-Render reads the knobs on the main thread, then a job renders the input at the Frame Range to EXR (beside
-the output, removed afterwards), runs :func:`copycat_nuke.infer.infer_sequence` over it into Output File,
-and points the gizmo's internal Read at the result. Everything the gizmo needs to show the result again
-after the script is reopened lives in its own knobs (a gizmo's internal nodes are not saved with a script).
+A node never shows its untreated input as its result. Each frame it computes is written to Output File with
+a record of what made it (:mod:`copycat_nuke.nuke.results`); the gizmo reads the frames back through an
+internal Read and an Assert whose expression, :func:`result_ok`, checks the record of the frame and view
+being rendered against the node's model, input graph and settings. A missing or stale frame is therefore a
+Nuke error, in the Viewer and in renders, with :func:`result_problem` saying why and what to press.
 
-A result is stale when the model file, the input's node graph, the frame range or Optimize changed since
-it was rendered: the render stores a signature of them in ``renderSignature``, and the Status line says
-what changed whenever the panel opens or those knobs change.
+Frames are computed by the Render button (the Frame Range, on a worker thread in the GUI) and, for farm
+renders, by :func:`copycat_nuke.nuke.farm.before_frame_render` before a Write below the node renders a
+frame (synchronously). Both go through :func:`compute`: render the input at the frames to EXR in a private
+folder, run :func:`copycat_nuke.infer.infer_sequence` per view, record each frame as it lands.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import nuke
 
 from copycat_nuke.errors import CopyCatError
-from copycat_nuke.nuke import gather, jobs, knobs, nodes
+from copycat_nuke.nuke import gather, jobs, knobs, nodes, results
 
 #: Values of the hidden ``inferencePrecision`` knob (old scripts) that mean half precision / full precision.
 HALF_NAMES = frozenset({"half", "fp16", "float16", "bf16", "bfloat16", "mixed", "true", "1", "on", "yes"})
@@ -69,16 +70,17 @@ _FRAME_PLACEHOLDER = re.compile(r"#+|%0?\d*d|@+")
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """What one Render press asks for, read from the knobs on the main thread."""
+    """What to compute, read from the knobs on the main thread: ``frames`` of each of ``views``."""
 
     model: Path
-    output: str
+    output: str  #: the Output File pattern (``%V`` for the view where the script has several)
     frames: list[int]
+    views: list[str]
     device: str
     half: bool
     tile: Optional[int]
     overlap: int
-    signature: dict[str, Any]
+    recipes: dict[str, results.Recipe]  #: by view: what the frames must be made from
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -157,79 +159,144 @@ def input_signature(node: nuke.Node) -> str:
     return digest.hexdigest()[:20]
 
 
-def signature(node: nuke.Node, model: Optional[Path]) -> dict[str, Any]:
-    """What a result depends on: the model file (path, time, size), the input graph, frames, Optimize."""
-    stat = model.stat() if model is not None and model.is_file() else None
-    return {
-        "model": str(model) if model is not None else "",
-        "model_mtime_ns": stat.st_mtime_ns if stat else 0,
-        "model_size": stat.st_size if stat else 0,
-        "input": input_signature(node),
-        "frames": knobs.text(node, "frameRange"),
-        "optimize": knobs.boolean(node, "optimize"),
-    }
+def recipe(node: nuke.Node, model: Path, view: str) -> results.Recipe:
+    """What the node's frames in ``view`` are made from now (main thread)."""
+    stat = model.stat()
+    return results.Recipe(
+        model=str(model),
+        model_mtime_ns=stat.st_mtime_ns,
+        model_size=stat.st_size,
+        input=input_signature(node),
+        optimize=knobs.boolean(node, "optimize"),
+        tile=knobs.integer(node, "tileSize"),
+        overlap=knobs.integer(node, "tileOverlap"),
+        view=view,
+    )
 
 
-def stale_reasons(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    reasons = []
-    if any(stored.get(key) != now[key] for key in ("model", "model_mtime_ns", "model_size")):
-        reasons.append("the model changed")
-    if stored.get("input") != now["input"]:
-        reasons.append("the input changed")
-    if stored.get("frames") != now["frames"]:
-        reasons.append("the Frame Range changed")
-    if stored.get("optimize") != now["optimize"]:
-        reasons.append("Optimize changed")
-    return reasons
+def frame_problem(node: nuke.Node, frame: int, view: str) -> Optional[str]:
+    """Why the node has no up-to-date result for ``frame`` in ``view`` (a sentence for the artist), or None."""
+    where = f"frame {frame}" + (f" ({view})" if len(nuke.views()) > 1 else "")
+    try:
+        model = model_path(node)
+        output = results.frame_file(_output_value(node), frame, view)
+    except CopyCatError as error:
+        return f"{node.name()}: {error}"
+    problem = results.problem(output, recipe(node, model, view))
+    if problem is None:
+        return None
+    if jobs.current(node.fullName()) is not None:
+        return f"{node.name()} is computing its frames: {where} is not done yet."
+    if problem == "no result":
+        return (
+            f"{node.name()} has no result for {where}: press Render (it computes the Frame Range), or render "
+            "a Write below it, which computes the frames it needs."
+        )
+    return f"{node.name()}: the result for {where} is {problem}: press Render."
+
+
+def result_ok(node: nuke.Node) -> bool:
+    """The gizmo's Assert: is the frame and view being rendered up to date? Never raises (an error in an
+    expression would hide :func:`result_problem`'s message)."""
+    try:
+        return frame_problem(node, int(nuke.frame()), nuke.thisView()) is None
+    except Exception:
+        return False
+
+
+def result_problem(node: nuke.Node) -> str:
+    """The gizmo's Assert message: why the frame and view being rendered cannot be shown, and what to do."""
+    try:
+        return frame_problem(node, int(nuke.frame()), nuke.thisView()) or ""
+    except Exception as error:  # a bug: still an error in the Viewer, with a clue
+        return f"{node.name()}: cannot check the result ({type(error).__name__}: {error})"
+
+
+def _output_value(node: nuke.Node) -> str:
+    value = knobs.path(node, "outputFile")
+    if not value:
+        raise CopyCatError("Output File is empty: press Render to compute the frames")
+    return value
+
+
+def missing_frames(node: nuke.Node, frames: Sequence[int], views: Sequence[str]) -> list[int]:
+    """Main thread: the ``frames`` whose result is missing or stale in any of ``views``."""
+    model = model_path(node)
+    output = output_pattern(node)
+    now = {view: recipe(node, model, view) for view in views}
+    return [
+        frame
+        for frame in frames
+        if any(results.problem(results.frame_file(output, frame, view), now[view]) for view in views)
+    ]
 
 
 def check_stale(node: nuke.Node) -> bool:
-    """Flag a stale result on the Status line; True when there is a result to report on."""
-    if not knobs.boolean(node, "resultReady") or jobs.current(node.fullName()) is not None:
+    """Say on the Status line whether the Frame Range is up to date; True when it has results to report on."""
+    if jobs.current(node.fullName()) is not None or not knobs.path(node, "outputFile"):
         return False
-    stored = _stored(node)
     try:
-        model: Optional[Path] = model_path(node)
+        frames = _frames(node)
+        model = model_path(node)
     except CopyCatError:
-        model = None
-    reasons = stale_reasons(stored, signature(node, model))
-    if reasons:
-        knobs.set_status(node, f"Stale: {' and '.join(reasons)} since the last render: press Render.", warning=True)
-    else:
-        knobs.set_status(node, _up_to_date(stored))
+        return False
+    output = knobs.path(node, "outputFile")
+    views = nuke.views()
+    now = {view: recipe(node, model, view) for view in views}
+    problems = [
+        results.problem(results.frame_file(output, frame, view), now[view]) for frame in frames for view in views
+    ]
+    if all(problem == "no result" for problem in problems):
+        return False
+    update_range(node)
+    if not any(problems):
+        knobs.set_status(node, _up_to_date(frames, output))
+        return True
+    stale = [problem for problem in problems if problem and problem.startswith("stale: ")]
+    missing = sum(problem == "no result" for problem in problems)
+    why = stale[0][len("stale: ") :] if stale else f"{missing} frame(s) of the Frame Range have no result yet"
+    knobs.set_status(node, f"Stale: {why}: press Render.", warning=True)
     return True
 
 
-def _stored(node: nuke.Node) -> dict[str, Any]:
-    try:
-        stored = json.loads(knobs.text(node, "renderSignature") or "{}")
-    except ValueError:
-        return {}
-    return stored if isinstance(stored, dict) else {}
-
-
 def restore_status(node: nuke.Node) -> None:
-    """onCreate: a script does not save the Status line; say what the last render made, if anything."""
-    if knobs.boolean(node, "resultReady"):
-        stored = _stored(node)
-        knobs.set_status(node, f"Rendered frames {stored.get('rendered', '?')} in {stored.get('output', '?')}")
+    """onCreate: a script does not save the Status line; say whether the Frame Range is up to date."""
+    check_stale(node)
 
 
-def _up_to_date(stored: dict[str, Any]) -> str:
-    return f"Up to date: frames {stored.get('rendered', '?')} in {stored.get('output', '?')}"
+def _up_to_date(frames: Sequence[int], output: str) -> str:
+    return f"Up to date: frames {results.format_frames(frames)} in {output}"
+
+
+def update_range(node: nuke.Node) -> None:
+    """Main thread: the internal Read covers the input's frame range (frames without a result are errors)."""
+    source = node.input(0)
+    if source is None:
+        return
+    span = source.frameRange()
+    knobs.set_value(node, "resultFirst", int(span.first()))
+    knobs.set_value(node, "resultLast", int(span.last()))
 
 
 # ---------------------------------------------------------------------------------------------- render
 def output_pattern(node: nuke.Node) -> str:
-    """Output File, or ``copycat/<node>/<node>.####.exr`` beside the script (set on the knob, so it shows)."""
+    """Output File, or ``copycat/<node>/<node>.####.exr`` beside the script (set on the knob, so it shows);
+    a multi-view script needs ``%V`` (or ``%v``) in it, so each view has its own files."""
     value = knobs.path(node, "outputFile")
+    several_views = len(nuke.views()) > 1
     if not value:
         script = str(nuke.root()["name"].value() or "")
         base = Path(script).parent if script else Path(tempfile.gettempdir())
-        value = str(base / "copycat" / node.name() / f"{node.name()}.####.exr")
+        name = f"{node.name()}.%V.####.exr" if several_views else f"{node.name()}.####.exr"
+        value = str(base / "copycat" / node.name() / name)
         knobs.set_value(node, "outputFile", value)
     if not _FRAME_PLACEHOLDER.search(Path(value).name):
         raise CopyCatError(f"Output File {value} needs a frame number, e.g. {Path(value).stem}.####.exr")
+    if several_views and "%V" not in value and "%v" not in value:
+        raise CopyCatError(
+            f"Output File {value} needs %V (the view's name) in it: this script has the views "
+            f"{', '.join(nuke.views())}, and each is written to its own files"
+        )
     return value
 
 
@@ -243,23 +310,36 @@ def _frames(node: nuke.Node) -> list[int]:
     return list(range(first, last + 1))
 
 
-def read_request(node: nuke.Node) -> RenderRequest:
-    """Main thread: the node's knobs as a :class:`RenderRequest`, checked."""
+def refuse_proxy(node: nuke.Node) -> None:
+    """Results are computed at full resolution only: in proxy mode Nuke would render the input smaller."""
+    proxy = nuke.root().knob("proxy")
+    if proxy is not None and proxy.value():
+        raise CopyCatError(
+            f"proxy mode is on: {node.name()} computes its results at full resolution only. Turn proxy mode off "
+            "to render them (existing results show in proxy mode, scaled by Nuke)."
+        )
+
+
+def read_request(node: nuke.Node, frames: Optional[Sequence[int]] = None) -> RenderRequest:
+    """Main thread: what to compute for ``frames`` (default: the Frame Range) in every view, checked."""
+    refuse_proxy(node)
     model = model_path(node)
     gather.upstream(node.fullName(), 0, "Input")
     tile = knobs.integer(node, "tileSize")
     overlap = knobs.integer(node, "tileOverlap")
     if tile < 0 or overlap < 0:
         raise CopyCatError("Tile Size and Overlap cannot be negative (Tile Size 0 chooses tiles automatically)")
+    views = nuke.views()
     return RenderRequest(
         model=model,
         output=output_pattern(node),
-        frames=_frames(node),
+        frames=list(frames) if frames is not None else _frames(node),
+        views=views,
         device="auto" if knobs.boolean(node, "useGPUIfAvailable") else "cpu",
         half=knobs.boolean(node, "optimize"),
         tile=tile or None,
         overlap=overlap,
-        signature=signature(node, model),
+        recipes={view: recipe(node, model, view) for view in views},
     )
 
 
@@ -271,42 +351,60 @@ def supported_keywords(function: Callable[..., Any], **keywords: Any) -> dict[st
     return {key: value for key, value in keywords.items() if key in parameters}
 
 
-def _run(context: jobs.Context, request: RenderRequest) -> None:
-    from copycat_nuke.imageio import format_frame_list
+def compute(context: jobs.Context, request: RenderRequest) -> None:
+    """Compute ``request.frames`` in every view: render the input to EXR in a folder of this process's own
+    (farm chunks never share one), run the model, record each frame once it is on disk."""
     from copycat_nuke.infer import infer_sequence
 
+    if not request.frames:
+        return
     safe_name = re.sub(r"[^\w.-]", "_", context.node_name)
-    work = Path(request.output).parent / f".copycat-input-{safe_name}"
-    source = str(work / "input.####.exr")
+    parent = Path(request.output).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".copycat-input-{safe_name}-", dir=str(parent)))
+    temporal = _temporal(request.model)
+    share = 100.0 / len(request.views)
     try:
-        gather.clear_sequence(source)
-        frames = gather.render_frames(context, 0, "Input", source, request.frames, "all", progress=(0.0, 30.0))
-        temporal = _temporal(request.model)
-        if temporal:  # and the neighbours the network sees, where Input has them
-            first, last = context.call(gather.frame_range, context.node_name, 0, "Input")
-            around = {f + k for f in frames for k in range(-temporal, temporal + 1) if first <= f + k <= last}
-            extra = sorted(around - set(frames))
-            # a neighbour that fails to render is held from the nearest frame that did (infer.NeighbourFrames)
-            gather.render_frames(context, 0, "Input", source, extra, "all", skip_failures=True, progress=(30.0, 5.0))
-
-        def progress(done: int, total: int, frame: int, seconds: float) -> None:
-            context.check_stop()
-            message = f"rendering: frame {frame} ({done}/{total}, {seconds:.1f} s a frame)"
-            context.progress(35 + 65 * done / max(total, 1), message)
-
-        keywords = supported_keywords(
-            infer_sequence,
-            device=request.device,
-            half=request.half,
-            progress=progress,
-            tile=request.tile,
-            overlap=request.overlap,
-        )
-        infer_sequence(request.model, source, request.output, frames=frames, **keywords)
+        for number, view in enumerate(request.views):
+            start = number * share
+            source = str(work / view / "input.####.exr")
+            frames = gather.render_frames(
+                context, 0, "Input", source, request.frames, "all", view=view, progress=(start, share * 0.3)
+            )
+            if temporal:  # and the neighbours the network sees, where Input has them
+                first, last = context.call(gather.frame_range, context.node_name, 0, "Input")
+                around = {f + k for f in frames for k in range(-temporal, temporal + 1) if first <= f + k <= last}
+                extra = sorted(around - set(frames))
+                # a neighbour that fails to render is held from the nearest frame that did (infer.NeighbourFrames)
+                gather.render_frames(
+                    context, 0, "Input", source, extra, "all", view=view, skip_failures=True, progress=(start, 0.0)
+                )
+            target = request.output.replace("%V", view).replace("%v", view[:1])
+            keywords = supported_keywords(
+                infer_sequence,
+                device=request.device,
+                half=request.half,
+                progress=_recorder(context, target, request.recipes[view], (start + share * 0.35, share * 0.65)),
+                tile=request.tile,
+                overlap=request.overlap,
+            )
+            infer_sequence(request.model, source, target, frames=frames, **keywords)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rendered = {**request.signature, "output": request.output, "rendered": format_frame_list(frames)}
-    context.post(_show_result, context.node_name, frames, rendered)
+
+
+def _recorder(
+    context: jobs.Context, target: str, made: results.Recipe, span: tuple[float, float]
+) -> Callable[[int, int, int, float], None]:
+    """``infer_sequence``'s progress callback: record each frame as it lands, then honour Stop."""
+
+    def progress(done: int, total: int, frame: int, seconds: float) -> None:
+        results.write_record(results.frame_file(target, frame, made.view), made)
+        context.check_stop()
+        message = f"rendering: frame {frame} ({done}/{total}, {seconds:.1f} s a frame)"
+        context.progress(span[0] + span[1] * done / max(total, 1), message)
+
+    return progress
 
 
 def _temporal(model: Path) -> int:
@@ -316,25 +414,42 @@ def _temporal(model: Path) -> int:
     return int(catfile.read_manifest(model).arguments.get("temporal", 0))
 
 
-def _show_result(node_name: str, frames: Sequence[int], rendered: dict[str, Any]) -> None:
-    """Main thread: point the internal Read at the new frames and remember what they were made from."""
+def _show_result(node_name: str, frames: Sequence[int], output: str) -> None:
+    """Main thread: refresh the internal Read (frames re-rendered under the same names) and the Status."""
     node = gather.node(node_name)
-    knobs.set_value(node, "resultFirst", min(frames))
-    knobs.set_value(node, "resultLast", max(frames))
-    knobs.set_value(node, "renderSignature", json.dumps(rendered, sort_keys=True))
-    knobs.set_value(node, "resultReady", True)
+    update_range(node)
     read = node.node("Result") if isinstance(node, nuke.Group) else None
     reload = read.knob("reload") if read is not None else None
     if isinstance(reload, nuke.Script_Knob):
-        reload.execute()  # frames re-rendered under the same names: drop Nuke's cached ones
-    knobs.set_status(node, _up_to_date(rendered))
+        reload.execute()  # drop Nuke's cached frames
+    knobs.set_status(node, _up_to_date(frames, output))
+
+
+def ensure(node: nuke.Node, frames: Sequence[int]) -> None:
+    """Compute, here and now, the ``frames`` of the node whose result is missing or stale (farm renders)."""
+    nodes.require_dependencies()
+    todo = missing_frames(node, frames, nuke.views())
+    if todo:
+        request = read_request(node, todo)
+        jobs.start(node, "rendering", lambda context: compute(context, request), inline=True)
+        _show_result(node.fullName(), request.frames, request.output)
 
 
 @jobs.button
 def render(node: nuke.Node) -> None:
-    """Render: run the node's model over its input at the Frame Range and show the result."""
+    """Render: compute the frames of the Frame Range whose result is missing or stale, in every view."""
     nodes.require_dependencies()
     request = read_request(node)
-    knobs.set_value(node, "resultReady", False)
-    knobs.set_status(node, f"Rendering {len(request.frames)} frame(s)...")
-    jobs.start(node, "rendering", lambda context: _run(context, request))
+    todo = missing_frames(node, request.frames, request.views)
+    if not todo:
+        update_range(node)
+        knobs.set_status(node, _up_to_date(request.frames, request.output))
+        return
+    wanted, request = request.frames, replace(request, frames=todo)
+    knobs.set_status(node, f"Rendering {len(todo)} frame(s)...")
+
+    def work(context: jobs.Context) -> None:
+        compute(context, request)
+        context.post(_show_result, context.node_name, wanted, request.output)
+
+    jobs.start(node, "rendering", work)

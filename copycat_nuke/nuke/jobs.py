@@ -165,17 +165,18 @@ def current(node_name: str) -> Optional[NodeJob]:
     return job if job is not None and job.running else None
 
 
-def start(node: nuke.Node, title: str, work: Callable[[Context], None]) -> NodeJob:
+def start(node: nuke.Node, title: str, work: Callable[[Context], None], *, inline: bool = False) -> NodeJob:
     """Run ``work`` for ``node``: on a worker thread in the GUI (returns at once), inline in a terminal.
 
-    ``title`` says what the job does ("training", "rendering"), for messages.
+    ``title`` says what the job does ("training", "rendering"), for messages. ``inline`` runs it on the
+    calling thread in the GUI too (a render callback must have the frames before it returns).
     """
     name = node.fullName()
     with _LOCK:
         running = _JOBS.get(name)
         if running is not None and running.running:
             raise CopyCatError(f"{name} is already {running.title}: press Stop first, or wait for it to finish")
-        job = NodeJob(name, title, is_gui())
+        job = NodeJob(name, title, is_gui() and not inline)
         _JOBS[name] = job
     context = Context(job)
     if job.gui:

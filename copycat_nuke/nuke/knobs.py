@@ -24,6 +24,9 @@ UPSCALE = "Upscale"
 DEBLUR = "Deblur"
 #: The nodes that run a .cat over their input (Upscale and Deblur are Inference with a shipped model).
 INFERENCE_KINDS = (INFERENCE, UPSCALE, DEBLUR)
+#: Each node's class (its gizmo file's name): names no Nuke ships, so NukeX's own CopyCat, Inference,
+#: Upscale and Deblur never stand in for ours. The menu still says "CopyCat", "Inference", ...
+CLASSES = {COPYCAT: "CopyCatML", INFERENCE: "InferenceML", UPSCALE: "UpscaleML", DEBLUR: "DeblurML"}
 
 _COMMON = (KIND, "status", "useGPUIfAvailable")
 _INFERENCE = (
@@ -81,9 +84,9 @@ KNOBS: dict[str, tuple[str, ...]] = {
 #: Nodes inside the gizmos that the Python side uses, by node kind.
 INTERNAL_NODES: dict[str, tuple[str, ...]] = {
     COPYCAT: ("Input", "GroundTruth", "Preview"),
-    INFERENCE: ("Input", "Result", "ShowResult"),
-    UPSCALE: ("Input", "Result", "ShowResult"),
-    DEBLUR: ("Input", "Result", "ShowResult"),
+    INFERENCE: ("Input", "Result", "CheckResult"),
+    UPSCALE: ("Input", "Result", "CheckResult"),
+    DEBLUR: ("Input", "Result", "CheckResult"),
 }
 
 #: Input numbers of the CopyCat node.

@@ -65,9 +65,8 @@ def require_dependencies() -> None:
 def _check_ours(node: nuke.Node, kind: str) -> nuke.Node:
     if knobs.kind_of(node) != kind:
         raise CopyCatError(
-            f"Nuke made its own {node.Class()} node, not copycat_nuke's {kind}: this Nuke has a built-in node "
-            f"of the same name. Rename copycat_nuke's gizmos/{kind}.gizmo (e.g. to {kind}ML.gizmo) and create "
-            "that instead; the buttons work under any name."
+            f"Nuke made a {node.Class()} node that is not copycat_nuke's {kind}: another plugin on NUKE_PATH "
+            f"has a gizmo called {knobs.CLASSES[kind]}. Remove it from the plugin path, or put copycat_nuke first."
         )
     return node
 
@@ -75,7 +74,7 @@ def _check_ours(node: nuke.Node, kind: str) -> nuke.Node:
 def make_node(kind: str) -> nuke.Node:
     """Create one of our nodes the way the toolbar does: after the selected node, with its panel open."""
     try:
-        node = nuke.createNode(kind)
+        node = nuke.createNode(knobs.CLASSES[kind])
     except RuntimeError as error:
         raise CopyCatError(
             f"Nuke cannot create {kind} ({error}): copycat_nuke's gizmos/ folder is not on the plugin path. "
@@ -87,5 +86,5 @@ def make_node(kind: str) -> nuke.Node:
 def new_node(kind: str, parent: nuke.Group) -> nuke.Node:
     """Create one of our nodes inside ``parent`` without connecting it to the selection."""
     with parent:
-        node = getattr(nuke.nodes, kind)()
+        node = getattr(nuke.nodes, knobs.CLASSES[kind])()
     return _check_ours(node, kind)

@@ -41,7 +41,8 @@ def nuke_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     import nuke
 
     nuke.reset(gui=False)
-    runpy.run_path(str(REPO / "init.py"))
+    # Nuke runs init.py in its __main__ namespace, where [python ...] expressions are evaluated too
+    nuke.STATE.main_namespace.update(runpy.run_path(str(REPO / "init.py")))
     try:
         yield nuke
     finally:

@@ -74,6 +74,14 @@ class _State:
         self.menus: dict[str, Menu] = {}
         self.tcl_calls: list[tuple[str, ...]] = []
         self.main_thread = threading.main_thread()
+        #: the frame and view being rendered (``nuke.frame()``, ``nuke.thisView()``) and the script's views
+        self.frame = 1
+        self.view = "main"
+        self.views: list[str] = ["main"]
+        #: render callbacks by kind ("beforeRender", "beforeFrameRender", ...): (call, args, kwargs, nodeClass)
+        self.callbacks: dict[str, list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], str]]] = {}
+        #: the namespace of Nuke's ``__main__``, where init.py runs and ``[python ...]`` expressions are evaluated
+        self.main_namespace: dict[str, Any] = {"nuke": sys.modules[__name__], "__name__": "__main__"}
         env.clear()
         env.update({"gui": gui, "NukeVersionMajor": 13, "NukeVersionMinor": 2, "nukex": True})
 
@@ -350,6 +358,8 @@ BUILTIN_KNOBS: dict[str, dict[str, KnobMaker]] = {
         "origlast": Int_Knob,
         "raw": Boolean_Knob,
         "on_error": _enumeration(["error", "black", "checkerboard", "nearest frame"]),
+        "before": _enumeration(["hold", "loop", "bounce", "black"]),
+        "after": _enumeration(["hold", "loop", "bounce", "black"]),
         "format": String_Knob,
         "reload": PyScript_Knob,
     },
@@ -364,10 +374,12 @@ BUILTIN_KNOBS: dict[str, dict[str, KnobMaker]] = {
     "Input": {"number": Int_Knob},
     "Output": {},
     "Switch": {"which": Int_Knob},
+    # Assert: "If the expression resolves to false, this node raises an error" (Nuke reference guide)
+    "Assert": {"expression": String_Knob, "message": String_Knob},
     "Dot": {},
     "NoOp": {},
 }
-_INPUTS = {"Read": 0, "Input": 0, "Write": 1, "Output": 1, "Switch": 2, "Dot": 1, "NoOp": 1}
+_INPUTS = {"Read": 0, "Input": 0, "Write": 1, "Output": 1, "Switch": 2, "Dot": 1, "NoOp": 1, "Assert": 1}
 
 
 class FrameRange:
@@ -539,10 +551,12 @@ class Node:
         return self.frameRange().last()
 
     def error(self) -> bool:
-        return False
+        """Whether the node or anything it reads has an error at the current frame and view (as Nuke draws
+        it red and the Viewer shows ERROR)."""
+        return _error_of(self) is not None
 
     def hasError(self) -> bool:
-        return False
+        return self.error()
 
 
 class Group(Node):
@@ -770,6 +784,50 @@ def createNode(typ: str, knobs: str = "", inpanel: bool = True) -> Node:
     return node
 
 
+def scriptReadFile(s: str) -> None:
+    """Read the nodes of a ``.nk`` file into the current group, as Nuke does when a script is opened.
+
+    ``Root`` sets the script's frame range, views and proxy; other nodes are made with their knob values
+    (``{expressions}`` included) and inputs. A knob the node does not have fails the load, as in Nuke.
+    """
+    _main("scriptReadFile")
+    script = nkscript.parse_file(s)
+    made: dict[int, Optional[Node]] = {}
+    for definition in script.nodes:
+        if definition.cls == "Root":
+            made[id(definition)] = None
+            for name, text in definition.knobs.items():
+                if name == "views":  # Root's views knob lists "name colour" pairs
+                    words = text.replace("{", " ").replace("}", " ").split()
+                    STATE.views = [word for word in words if not word.startswith("#")]
+                elif name in ("first_frame", "last_frame", "proxy"):
+                    _set_knob_from_script(STATE.root, name, text)
+            continue
+        if definition.children:
+            raise NotImplementedError(f"the stand-in cannot read Group {definition.name!r} from a script")
+        values = {k: v for k, v in definition.knobs.items() if k not in ("inputs", "name")}
+        node = _create(definition.cls, {})
+        if definition.name:
+            node.setName(definition.name)
+        for name, text in values.items():
+            _set_knob_from_script(node, name, text)
+        made[id(definition)] = node
+    for definition in script.nodes:
+        node = made[id(definition)]
+        for index, source in enumerate(definition.inputs):
+            if node is not None and source is not None:
+                node.setInput(index, made.get(id(source)))
+    for call, args, kwargs, _ in list(STATE.callbacks.get("onScriptLoad", [])):
+        call(*args, **kwargs)
+
+
+def scriptOpen(filename: Optional[str] = None) -> None:
+    """Open a script: read its nodes and remember its path in ``root()['name']``."""
+    assert filename is not None
+    scriptReadFile(filename)
+    STATE.root["name"].setValue(str(filename))
+
+
 def toNode(s: str) -> Optional[Node]:
     """A node by (dotted) name, relative to the current group, then to root; ``root.`` names are absolute."""
     _main("toNode")
@@ -830,11 +888,71 @@ def thisParent() -> Optional[Group]:
     return thisNode()._parent
 
 
-_VIEWS = ("main",)
-
-
 def views() -> list[str]:
-    return list(_VIEWS)
+    return list(STATE.views)
+
+
+def thisView() -> str:
+    return STATE.view
+
+
+def frame(f: Optional[int] = None) -> int:
+    """The current frame (during a render: the frame being rendered); ``frame(f)`` sets it."""
+    if f is not None:
+        STATE.frame = int(f)
+    return STATE.frame
+
+
+# ------------------------------------------------------------------------------------ callbacks
+def _add_callback(kind: str, call: Callable[..., Any], args: Any, kwargs: Any, nodeClass: str) -> None:
+    entry = (call, tuple(args), dict(kwargs or {}), nodeClass)
+    if entry not in STATE.callbacks.setdefault(kind, []):
+        STATE.callbacks[kind].append(entry)
+
+
+def _remove_callback(kind: str, call: Callable[..., Any], args: Any, kwargs: Any, nodeClass: str) -> None:
+    entry = (call, tuple(args), dict(kwargs or {}), nodeClass)
+    if entry in STATE.callbacks.get(kind, []):
+        STATE.callbacks[kind].remove(entry)
+
+
+def addBeforeRender(call: Callable[..., Any], args: Any = (), kwargs: Any = None, nodeClass: str = "Write") -> None:
+    _add_callback("beforeRender", call, args, kwargs, nodeClass)
+
+
+def removeBeforeRender(call: Callable[..., Any], args: Any = (), kwargs: Any = None, nodeClass: str = "Write") -> None:
+    _remove_callback("beforeRender", call, args, kwargs, nodeClass)
+
+
+def addBeforeFrameRender(
+    call: Callable[..., Any], args: Any = (), kwargs: Any = None, nodeClass: str = "Write"
+) -> None:
+    _add_callback("beforeFrameRender", call, args, kwargs, nodeClass)
+
+
+def removeBeforeFrameRender(
+    call: Callable[..., Any], args: Any = (), kwargs: Any = None, nodeClass: str = "Write"
+) -> None:
+    _remove_callback("beforeFrameRender", call, args, kwargs, nodeClass)
+
+
+def addOnScriptLoad(call: Callable[..., Any], args: Any = (), kwargs: Any = None, nodeClass: str = "Root") -> None:
+    _add_callback("onScriptLoad", call, args, kwargs, nodeClass)
+
+
+def _run_callbacks(kind: str, node: Node) -> None:
+    """Run the ``kind`` callbacks registered for ``node``'s class with ``thisNode()`` set to it. As Nuke's
+    Write documents for beforeRender/beforeFrameRender: "If they throw an exception, the render aborts"."""
+    for call, args, kwargs, node_class in list(STATE.callbacks.get(kind, [])):
+        if node_class not in ("*", node.Class()):
+            continue
+        STATE.this.append((node, None))
+        try:
+            call(*args, **kwargs)
+        except Exception as error:
+            raise RuntimeError(f"{kind} callback failed on {node.fullName()}: {error}") from error
+        finally:
+            STATE.this.pop()
 
 
 def _run_python(node: Node, knob: Optional[Knob], script: str, where: str) -> None:
@@ -907,7 +1025,33 @@ def _tcl_subst(context: Node, text: str) -> str:
         result = _lookup(context, match.group(1))
         return str(result)
 
+    def python(match: re.Match[str]) -> str:
+        # Tcl's ``python`` command: evaluate a Python expression in Nuke's __main__, with thisNode() the
+        # node whose knob is being evaluated; a Python exception is an expression error of that knob
+        code = match.group(1) if match.group(1) is not None else match.group(2)
+        STATE.this.append((context, None))
+        try:
+            return str(eval(compile(code.strip(), f"<{context.fullName()} expression>", "eval"), STATE.main_namespace))
+        except Exception as error:
+            raise RuntimeError(f"{context.fullName()}: expression error: {type(error).__name__}: {error}") from None
+        finally:
+            STATE.this.pop()
+
+    text = re.sub(r"\[python\s+(?:\{(.*?)\}|([^\]{}]*))\]", python, text)
     return re.sub(r"\[value\s+([\w.]+)\]", value, text)
+
+
+def _tcl_true(text: str) -> bool:
+    """A Tcl boolean: a non-zero number, or true/yes/on (any case)."""
+    word = text.strip().lower()
+    try:
+        return float(word) != 0
+    except ValueError:
+        if word in ("true", "yes", "on"):
+            return True
+        if word in ("false", "no", "off"):
+            return False
+        raise RuntimeError(f"expected a boolean expression, got {text!r}") from None
 
 
 def tcl(cmd: str, *args: str) -> str:
@@ -940,7 +1084,7 @@ def _upstream(node: Node) -> Optional[Node]:
         count = max(node.inputs(), 1)
         which = int(min(max(int(node["which"].value()), 0), count - 1))
         return node.input(which)
-    if cls in ("Dot", "NoOp", "Output", "Write"):
+    if cls in ("Dot", "NoOp", "Output", "Write", "Assert"):
         return node.input(0)
     raise NotImplementedError(f"the stand-in nuke cannot render {cls} nodes")
 
@@ -960,7 +1104,33 @@ def _frame_range(node: Node) -> FrameRange:
 def _frame_path(pattern: str, frame: int) -> Path:
     from copycat_nuke.imageio import ImageSequence
 
+    # %V / %v: the view being rendered (its name / its first letter), as in Read and Write file names
+    pattern = pattern.replace("%V", STATE.view).replace("%v", STATE.view[:1])
     return ImageSequence.parse(pattern).path(frame)
+
+
+def _check(node: Node) -> None:
+    """Raise Nuke's error for an Assert whose expression is false at the current frame and view."""
+    if node.Class() == "Assert" and not node["disable"].value():  # noqa: SIM102 (evaluate only Asserts)
+        if not _tcl_true(_tcl_subst(node, str(node["expression"].value()))):
+            message = _tcl_subst(node, str(node["message"].value())) or "assertion failed"
+            raise RuntimeError(f"{node.fullName()}: {message}")
+
+
+def _error_of(node: Node) -> Optional[str]:
+    """The error Nuke would show for ``node`` at the current frame and view, or None."""
+    current: Optional[Node] = node
+    try:
+        while current is not None and current.Class() != "Read":
+            _check(current)
+            current = _upstream(current)
+        if current is not None and current["on_error"].value() == "error":
+            path = _frame_path(_tcl_subst(current, str(current["file"].value())), STATE.frame)
+            if not path.is_file():
+                return f"{current.name()}: Read error: {path}: No such file or directory"
+    except RuntimeError as error:
+        return str(error)
+    return None
 
 
 def _pixels(node: Node, frame: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -969,11 +1139,14 @@ def _pixels(node: Node, frame: int) -> tuple[np.ndarray, tuple[str, ...]]:
 
     current: Optional[Node] = node
     while current is not None and current.Class() != "Read":
+        _check(current)
         current = _upstream(current)
     if current is None:
         raise RuntimeError(f"{node.name()}: nothing is connected upstream")
     path = _frame_path(_tcl_subst(current, str(current["file"].value())), frame)
     if not path.is_file():
+        if current["on_error"].value() == "black":  # what Nuke's Read gives for a missing frame
+            return np.zeros((8, 8, 4), np.float32), ("R", "G", "B", "A")
         raise RuntimeError(f"{current.name()}: Read error: {path}: No such file or directory")
     image = imageio.read_frame(path)
     return image.pixels, image.channels
@@ -1004,21 +1177,31 @@ def execute(
     views: Optional[list[str]] = None,
     continueOnError: bool = False,
 ) -> None:
-    """Render a Write node's frames (``start``..``end`` by ``incr``, or a FrameRanges)."""
+    """Render a Write node's frames (``start``..``end`` by ``incr``, or a FrameRanges) in ``views`` (all the
+    script's views when None), running the beforeRender / beforeFrameRender callbacks as Nuke does."""
     _main("execute")
     node = toNode(nameOrNode) if isinstance(nameOrNode, str) else nameOrNode
     if node is None or node.Class() != "Write":
         raise RuntimeError(f"{nameOrNode}: only Write nodes can be executed in the stand-in")
-    if views is not None and any(view not in _VIEWS for view in views):
+    if views is not None and any(view not in STATE.views for view in views):
         raise RuntimeError(f"unknown views {views}")
     frames = list(start) if isinstance(start, FrameRanges) else list(range(start, (end or start) + 1, incr))
-    for frame in frames:
-        try:
-            _render(node, frame)
-            STATE.executed.append((node.name(), frame))
-        except RuntimeError:
-            if not continueOnError:
-                raise
+    outer = (STATE.frame, STATE.view)
+    try:
+        _run_callbacks("beforeRender", node)
+        for frame in frames:
+            STATE.frame = frame
+            _run_callbacks("beforeFrameRender", node)
+            for view in views if views is not None else STATE.views:
+                STATE.frame, STATE.view = frame, view
+                try:
+                    _render(node, frame)
+                    STATE.executed.append((node.name(), frame))
+                except RuntimeError:
+                    if not continueOnError:
+                        raise
+    finally:
+        STATE.frame, STATE.view = outer
 
 
 render = execute
