@@ -258,7 +258,8 @@ def aligned_region(source: imageio.Frame, truth: imageio.Frame, frame: int, scal
     """
     region = source.pixel_window.intersect(truth.pixel_window.shrunk(scale))
     covers = (
-        f"the Input {source.path} covers {source.pixel_window} and the Ground Truth {truth.path} {truth.pixel_window}"
+        f"the Input {source.path} covers {source.pixel_window} "
+        f"and the Ground Truth {truth.path} covers {truth.pixel_window}"
     )
     if min(region.width, region.height) < MIN_FRAME_SIZE:
         raise ResolutionMismatchError(
