@@ -2,10 +2,13 @@
 
 What this module promises:
 
-* **Arrays are the display window.** :func:`read_frame` returns ``float32`` pixels the size of the file's
-  display window (Nuke's *format*); pixels outside the data window (Nuke's *bbox*) are 0, and parts of the
-  data window outside the display window are cropped. Values are the file's code values as stored (no
-  colour conversion; 8/16-bit integers map to 0..1); alpha is never premultiplied or divided on the way.
+* **Arrays cover the display window and the data window.** :func:`read_frame` returns ``float32`` pixels
+  over the smallest rectangle holding both the file's display window (Nuke's *format*) and its data window
+  (Nuke's *bbox*): :attr:`Frame.pixel_window`. Overscan (data beyond the format, origins below zero) is
+  kept; pixels outside the data window are 0. Where the data window lies inside the display window (every
+  PNG/JPEG/DPX/TIFF, most EXRs) that is the display window, as before. :func:`write_frame` takes the same
+  layout and stores both windows back. Values are the file's code values as stored (no colour conversion;
+  8/16-bit integers map to 0..1); alpha is never premultiplied or divided on the way.
 * **Channels are found by name, never by position.** OpenImageIO reorders EXR channels on read (RGBA first,
   then the rest sorted), so ``channels="rgba"``, ``"mask.a"``, ``"rgba.red"`` or ``["R", "G", "B"]`` are
   resolved against the file's names (see :func:`resolve_channels`).
@@ -48,8 +51,10 @@ __all__ = [
     "check_same_size",
     "format_frame_list",
     "parse_frame_list",
+    "place",
     "read_frame",
     "read_image",
+    "resize",
     "resolve_channels",
     "write_frame",
 ]
@@ -123,6 +128,24 @@ class Window:
         x, y = max(self.x, other.x), max(self.y, other.y)
         return Window(x, y, max(0, min(self.x_end, other.x_end) - x), max(0, min(self.y_end, other.y_end) - y))
 
+    def union(self, other: Window) -> Window:
+        """The smallest window holding both (an empty one counts for nothing)."""
+        if other.is_empty:
+            return self
+        if self.is_empty:
+            return other
+        x, y = min(self.x, other.x), min(self.y, other.y)
+        return Window(x, y, max(self.x_end, other.x_end) - x, max(self.y_end, other.y_end) - y)
+
+    def scaled(self, factor: int) -> Window:
+        """The same window in an image ``factor`` times larger: origin and size times ``factor``."""
+        return Window(self.x * factor, self.y * factor, self.width * factor, self.height * factor)
+
+    def shrunk(self, factor: int) -> Window:
+        """The largest window whose :meth:`scaled` by ``factor`` lies inside this one (origin rounded up)."""
+        x, y = -(-self.x // factor), -(-self.y // factor)
+        return Window(x, y, max(0, self.x_end // factor - x), max(0, self.y_end // factor - y))
+
     def __str__(self) -> str:
         return f"{self.width}×{self.height} at ({self.x}, {self.y})"
 
@@ -132,11 +155,12 @@ class Frame:
     """One image read from disk.
 
     Attributes:
-        pixels: ``float32`` ``H×W×C``, ``H×W`` the display window's size, channels in ``channels`` order.
+        pixels: ``float32`` ``H×W×C`` over :attr:`pixel_window` (the display window and the data window
+            together), channels in ``channels`` order; 0 outside the data window.
         channels: channel names as the file spells them, e.g. ``("R", "G", "B", "A", "mask.A")``.
         display_window: the file's display window (Nuke's format).
         data_window: the file's data window (Nuke's bbox) as stored, which may have a negative origin or
-            reach beyond the display window; ``pixels`` hold only its overlap with the display window.
+            reach beyond the display window (overscan); ``pixels`` hold all of it.
         pixel_type: the file's pixel type: ``"half"``, ``"float"``, ``"uint8"``, ``"uint10"``, ``"uint16"`` …
         metadata: the file's attributes (``compression``, ``PixelAspectRatio``, ``copycat:…`` …) as
             ``str``/``int``/``float``, or tuples for vector types.
@@ -154,18 +178,42 @@ class Frame:
     metadata_types: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
 
+    def __post_init__(self) -> None:
+        window = self.pixel_window
+        if tuple(self.pixels.shape[:2]) != (window.height, window.width):
+            raise ValueError(
+                f"pixels of {self.pixels.shape[1]}×{self.pixels.shape[0]} do not cover the display window "
+                f"{self.display_window} and the data window {self.data_window} ({window} together)"
+            )
+
+    @property
+    def pixel_window(self) -> Window:
+        """The rectangle ``pixels`` cover: the display window and the data window together."""
+        return self.display_window.union(self.data_window)
+
     @property
     def height(self) -> int:
+        """Rows of ``pixels`` (the display window's height, or more with overscan)."""
         return int(self.pixels.shape[0])
 
     @property
     def width(self) -> int:
+        """Columns of ``pixels`` (the display window's width, or more with overscan)."""
         return int(self.pixels.shape[1])
 
-    def select(self, spec: ChannelSpec) -> np.ndarray:
-        """The channels named by ``spec`` (see :func:`resolve_channels`): a new float32 ``H×W×len`` array."""
+    def select(self, spec: ChannelSpec, *, window: Window | None = None) -> np.ndarray:
+        """The channels named by ``spec`` (see :func:`resolve_channels`): a new float32 ``H×W×len`` array,
+        over ``window`` when given (as :meth:`pixels_in`), else over :attr:`pixel_window`."""
         names = resolve_channels(spec, self.channels, path=self.path)
-        return self.pixels[..., [self.channels.index(n) for n in names]]
+        pixels = self.pixels[..., [self.channels.index(n) for n in names]]
+        return pixels if window is None else place(pixels, self.pixel_window, window)
+
+    def pixels_in(self, window: Window) -> np.ndarray:
+        """All channels over ``window``: cropped where it is smaller, 0 where it reaches past the pixels.
+        ``frame.pixels_in(frame.display_window)`` is the format alone, as Nuke's Crop to format gives."""
+        if window == self.pixel_window:
+            return self.pixels
+        return place(self.pixels, self.pixel_window, window)
 
 
 def check_same_size(
@@ -177,11 +225,13 @@ def check_same_size(
     scale: int = 1,
 ) -> None:
     """Raise :class:`ResolutionMismatchError` unless ``b``'s display window is ``scale`` times ``a``'s
-    (the same size at the default 1; 2 for an upscaler's Ground Truth).
+    (the same size at the default 1; 2 for an upscaler's Ground Truth). Data windows (overscan, bboxes) may
+    differ: they are aligned by their coordinates, not compared here.
 
     ``labels`` name the two roles in the message (e.g. ``("Input", "Ground Truth")``).
     """
-    if (a.width * scale, a.height * scale) == (b.width, b.height):
+    da, db = a.display_window, b.display_window
+    if (da.width * scale, da.height * scale) == (db.width, db.height):
         return
     at = f" at frame {frame}" if frame is not None else ""
     if scale == 1:
@@ -193,7 +243,7 @@ def check_same_size(
         )
     raise ResolutionMismatchError(
         f"{labels[0]} and {labels[1]} {what}{at}: {labels[0]} {a.path or '(in memory)'} is "
-        f"{a.width}×{a.height} but {labels[1]} {b.path or '(in memory)'} is {b.width}×{b.height}. "
+        f"{da.width}×{da.height} but {labels[1]} {b.path or '(in memory)'} is {db.width}×{db.height}. "
         f"{fix}: reformat or crop one of them to match the other "
         "(e.g. a Reformat node) and render it again."
     )
@@ -468,20 +518,21 @@ def _read_part(inp: oiio.ImageInput, part: _Part, names: list[str], path: Path) 
     return pixels[..., [i - first for i in indices]]
 
 
-def _place(pixels: np.ndarray, data: Window, display: Window) -> np.ndarray:
-    """Put data-window pixels into a zeroed display-window array, cropping whatever lies outside it."""
-    out = np.zeros((display.height, display.width, pixels.shape[2]), dtype=np.float32)
-    overlap = data.intersect(display)
+def place(pixels: np.ndarray, window: Window, target: Window) -> np.ndarray:
+    """``H×W×C`` pixels covering ``window`` moved into a new zeroed array covering ``target`` (same image
+    coordinates): what lies outside ``target`` is cropped, what ``window`` does not reach is 0."""
+    out = np.zeros((target.height, target.width, pixels.shape[2]), dtype=np.float32)
+    overlap = window.intersect(target)
     if not overlap.is_empty:
         out[
-            overlap.y - display.y : overlap.y_end - display.y,
-            overlap.x - display.x : overlap.x_end - display.x,
-        ] = pixels[overlap.y - data.y : overlap.y_end - data.y, overlap.x - data.x : overlap.x_end - data.x]
+            overlap.y - target.y : overlap.y_end - target.y,
+            overlap.x - target.x : overlap.x_end - target.x,
+        ] = pixels[overlap.y - window.y : overlap.y_end - window.y, overlap.x - window.x : overlap.x_end - window.x]
     return out
 
 
 def read_frame(path: PathLike, channels: ChannelSpec | None = None, *, subimage: int | str | None = None) -> Frame:
-    """Read one image file into a :class:`Frame` (float32 ``H×W×C``, display-window size).
+    """Read one image file into a :class:`Frame` (float32 ``H×W×C`` over the display and data windows).
 
     Args:
         path: any format OpenImageIO reads (EXR, DPX, TIFF, PNG, JPEG …).
@@ -506,12 +557,16 @@ def read_frame(path: PathLike, channels: ChannelSpec | None = None, *, subimage:
         else:
             wanted = _resolve_across_parts(_split_spec(channels), parts, path)
         main = wanted[0][0]
+        used = list(dict.fromkeys(p for p, _, _ in wanted))
         display, data = _window_of(main.spec)
+        for part in used[1:]:  # parts may have data windows of their own: keep every pixel of each
+            data = data.union(_window_of(part.spec)[1])
+        covered = display.union(data)
         layers: list[np.ndarray] = []
         names: list[str] = []
-        for part in dict.fromkeys(p for p, _, _ in wanted):
+        for part in used:
             pixels = _read_part(inp, part, [n for p, n, _ in wanted if p is part], path)
-            layers.append(_place(pixels, _window_of(part.spec)[1], display))
+            layers.append(place(pixels, _window_of(part.spec)[1], covered))
             # A name another part already gave (two parts each with "R") is qualified by its part.
             taken = set(names)
             reported = [r for p, _, r in wanted if p is part]
@@ -542,7 +597,8 @@ def _interleave_order(wanted: list[tuple[_Part, str, str]]) -> list[int]:
 
 
 def read_image(path: PathLike, channels: ChannelSpec | None = None) -> np.ndarray:
-    """Just the pixels of :func:`read_frame`: float32 ``H×W×C`` (display window), channels in order asked."""
+    """Just the pixels of :func:`read_frame`: float32 ``H×W×C`` (display and data windows), channels in
+    the order asked."""
     return read_frame(path, channels).pixels
 
 
@@ -676,8 +732,9 @@ def write_frame(
     Args:
         path: the file to write; its extension picks the format (``.exr .dpx .tif .png .jpg`` …). Missing
             directories are created.
-        pixels: the display window's pixels, any float or int dtype (converted to float32; integer formats
-            clamp to 0..1).
+        pixels: pixels over the display window and the data window together (as :attr:`Frame.pixels`;
+            just the display window when the data window lies inside it), any float or int dtype
+            (converted to float32; integer formats clamp to 0..1).
         channels: a name per channel, e.g. ``"rgba"`` or ``["R", "G", "B", "A", "mask.A"]``; ``rgba``-style
             shorthands become ``R, G, B, A``, layered names are kept as given. ``None``: ``like``'s names
             if the count fits, else Y / Y,A / R,G,B / R,G,B,A by count. Only EXR stores names; other formats
@@ -685,10 +742,11 @@ def write_frame(
         pixel_type: ``"half"`` (EXR default) or ``"float"`` for EXR; ``"uint8"`` (PNG/JPEG default) or
             ``"uint16"`` for PNG; ``"uint16"`` (default), ``"uint8"``, ``"float"`` for TIFF; ``"uint10"``
             (default), ``"uint8"``, ``"uint12"``, ``"uint16"`` for DPX. ``None`` keeps ``like``'s if valid.
-        display_window: defaults to ``like``'s when its size matches ``pixels``, else ``W×H`` at (0, 0).
-            Its size must match ``pixels``. Only EXR stores windows; other formats get the full image.
-        data_window: the region worth storing (EXR); clipped to the display window. Defaults to ``like``'s
-            data window when ``like``'s display window is used, else the whole display window.
+        display_window: defaults to ``like``'s when ``like``'s pixels are the size of ``pixels``, else
+            ``W×H`` at (0, 0). Only EXR stores windows; other formats get the display window's pixels.
+        data_window: the region stored (EXR), which may reach beyond the display window (overscan).
+            Defaults to ``like``'s when ``like``'s display window is used, else the display window.
+            ``pixels`` must cover exactly the two windows together.
         metadata: extra attributes (``str``/``int``/``float``, tuples for vectors); ``copycat:…`` keys are
             kept in EXR (strings also in PNG). Layout keys of a source file (packing, strips, OIIO's hints)
             are never copied.
@@ -712,14 +770,19 @@ def write_frame(
         channels = like.channels
     names = _names_for_writing(channels, count, target)
 
-    same_format_as_like = like is not None and (like.width, like.height) == (width, height)
+    same_layout_as_like = like is not None and (like.width, like.height) == (width, height)
     if display_window is None:
-        display_window = like.display_window if like is not None and same_format_as_like else None
+        display_window = like.display_window if like is not None and same_layout_as_like else None
         display_window = display_window or Window(0, 0, width, height)
-        if data_window is None and like is not None and same_format_as_like:
+        if data_window is None and like is not None and same_layout_as_like:
             data_window = like.data_window
-    if (display_window.width, display_window.height) != (width, height):
-        raise ValueError(f"display window {display_window} does not match pixels of {width}×{height}")
+    data_window = data_window or display_window
+    covered = display_window.union(data_window)
+    if (covered.width, covered.height) != (width, height):
+        raise ValueError(
+            f"pixels of {width}×{height} do not cover the display window {display_window} and the data window "
+            f"{data_window} ({covered} together)"
+        )
 
     out = oiio.ImageOutput.create(str(target))
     if out is None:
@@ -745,11 +808,10 @@ def write_frame(
 
     keeps_windows = all(out.supports(k) for k in ("displaywindow", "origin", "negativeorigin"))
     if keeps_windows:
-        region = (data_window or display_window).intersect(display_window)
-        if region.is_empty:  # nothing of the data lies inside the display: store the (zero) display
-            region = display_window
-    else:
-        display_window = region = Window(0, 0, width, height)
+        region = data_window if not data_window.is_empty else display_window
+    else:  # a format without windows holds the display window alone, as Nuke's Write stores it there
+        array = place(array, covered, display_window)
+        covered = display_window = region = Window(0, 0, display_window.width, display_window.height)
 
     spec = oiio.ImageSpec(region.width, region.height, count, base)
     spec.x, spec.y = region.x, region.y
@@ -769,15 +831,41 @@ def write_frame(
     spec.attribute("oiio:UnassociatedAlpha", 1)  # store alpha and colour as given: no (un)premultiplying
 
     region_pixels: np.ndarray = np.ascontiguousarray(
-        array[
-            region.y - display_window.y : region.y_end - display_window.y,
-            region.x - display_window.x : region.x_end - display_window.x,
-        ]
+        array[region.y - covered.y : region.y_end - covered.y, region.x - covered.x : region.x_end - covered.x]
     )
     if bits:
         region_pixels = _to_odd_bits(region_pixels, bits)
     _write_atomically(out, target, spec, region_pixels)
     return target
+
+
+#: The filter of :func:`resize`: OpenImageIO's ``"triangle"`` (width 2). Enlarging, it is 2 source pixels
+#: wide, i.e. bilinear interpolation holding the edge pixels (torch's bilinear, ``align_corners=False``,
+#: within 1e-5): no ringing or overshoot, so a matte stays within 0..1 and lines up with an upscaler's base.
+RESIZE_FILTER = "triangle"
+
+
+def resize(pixels: np.ndarray, factor: int, *, filter_name: str = RESIZE_FILTER) -> np.ndarray:
+    """``H×W×C`` (or ``H×W``) float pixels enlarged to ``(H·factor)×(W·factor)×C`` with OpenImageIO's
+    ``ImageBufAlgo.resize`` and the named filter (default :data:`RESIZE_FILTER`).
+
+    Pixel centres map as image coordinates do (``x → factor·x``), so a window's pixels resized land on
+    :meth:`Window.scaled`, overscan included.
+    """
+    array = np.asarray(pixels, dtype=np.float32)
+    array = np.ascontiguousarray(array[..., None] if array.ndim == 2 else array)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"resize factor must be a whole number of at least 1, got {factor!r}")
+    height, width, count = array.shape
+    if factor == 1:
+        return array.copy()
+    source = oiio.ImageBuf(oiio.ImageSpec(width, height, count, "float"))
+    source.set_pixels(oiio.ROI(), array)
+    target = oiio.ImageBuf(oiio.ImageSpec(width * factor, height * factor, count, "float"))
+    if not oiio.ImageBufAlgo.resize(target, source, filtername=filter_name):
+        raise ImageIOError(f"Cannot resize ×{factor} with the filter {filter_name!r}: {target.geterror()}.")
+    resized = np.asarray(target.get_pixels(oiio.TypeFloat), dtype=np.float32)
+    return resized.reshape(height * factor, width * factor, count)
 
 
 def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:

@@ -1,9 +1,10 @@
 """Run a ``.cat`` model over frames: linear light in, linear light out, in tiles of bounded memory.
 
 A frame goes linear → working space (the model's own transfer from its manifest) → network → linear.
-Channels the model does not produce (alpha for an rgb model, other layers) pass through untouched, and
-outputs keep the input's resolution (times the model's scale), windows and pixel type (EXR half in, EXR
-half out).
+The network sees the whole frame as read: the display window and the data window together, overscan
+included. Channels the model does not produce (alpha for an rgb model, other layers) pass through bit for
+bit (resized with :func:`copycat_nuke.imageio.resize` by a scaling model), and outputs keep the input's
+display and data windows (times the model's scale) and pixel type (EXR half in, EXR half out).
 
 **Tiles.** A frame too large for memory is cut into overlapping tiles whose origins lie on the network's
 16-pixel grid, so every tile sees the same image pyramid and the same stride-2 sampling as the whole frame
@@ -32,6 +33,7 @@ frame and writes the previous one on two small worker threads while the network 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -443,11 +445,13 @@ def infer_frame(
     passthrough: bool = True,
     neighbours: Optional[Sequence[imageio.Frame]] = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """The output pixels and channel names for one input frame.
+    """The output pixels and channel names for one input frame, over its :attr:`~copycat_nuke.imageio.Frame.
+    pixel_window` (times the model's scale): the network runs on the data window, overscan included.
 
     With ``passthrough`` (the default) every input channel the model does not produce (alpha for an rgb
-    model, other layers) is appended untouched; a scaling model outputs only its own channels. A temporal
-    model needs ``neighbours`` as in :func:`apply_model`, as frames.
+    model, other layers) is appended in its own name, as :func:`pass_through` does. A temporal model needs
+    ``neighbours`` as in :func:`apply_model`, as frames; each is taken over this frame's pixel window (their
+    data windows may differ: a bbox that moves).
 
     Raises:
         ChannelError: the frame (or a neighbour) lacks a channel the model needs.
@@ -460,17 +464,39 @@ def infer_frame(
     if neighbours is not None:
         for neighbour in neighbours:
             imageio.check_same_size(frame, neighbour, labels=("The frame", "its neighbour"))
-        others = [neighbour.select(model_input_channels(model, neighbour)) for neighbour in neighbours]
+        others = [
+            neighbour.select(model_input_channels(model, neighbour), window=frame.pixel_window)
+            for neighbour in neighbours
+        ]
     predicted = apply_model(model, frame.select(names), tile=tile, overlap=overlap, neighbours=others)
     out_names = list(model.channels_out)
-    if not passthrough or model.scale != 1:
+    if not passthrough:
         return predicted, out_names
-    planes = [predicted]
-    for index, name in enumerate(frame.channels):
-        if name not in out_names:
-            planes.append(frame.pixels[:, :, index : index + 1])
-            out_names.append(name)
-    return (np.concatenate(planes, axis=2) if len(planes) > 1 else predicted), out_names
+    return pass_through(frame, predicted, out_names, model.scale)
+
+
+def pass_through(
+    frame: imageio.Frame, pixels: np.ndarray, names: Sequence[str], scale: int = 1
+) -> tuple[np.ndarray, list[str]]:
+    """``pixels`` (a model's output, channels ``names``) with every channel of ``frame`` the model does not
+    write appended, in its own name and the frame's order, so nothing is dropped.
+
+    At ``scale`` 1 they are copied bit for bit; a scaling model's are enlarged ×``scale`` with
+    :func:`copycat_nuke.imageio.resize` (OpenImageIO's triangle filter: bilinear, the base an upscaler adds
+    its detail to, so a matte stays aligned with the colour and never rings). A channel counts as written
+    when one of ``names`` resolves to it (``R`` covers ``R``, ``rgba.red``, a greyscale ``Y``).
+    """
+    written: set[str] = set()
+    for name in names:
+        with contextlib.suppress(ChannelError):  # the model makes a channel the frame lacks (a roto's alpha)
+            written.update(imageio.resolve_channels(name, frame.channels, path=frame.path))
+    others = [index for index, name in enumerate(frame.channels) if name not in written]
+    if not others:
+        return pixels, list(names)
+    kept = frame.pixels[:, :, others]
+    if scale != 1:
+        kept = imageio.resize(kept, scale)
+    return np.concatenate([pixels, kept], axis=2), [*names, *(frame.channels[i] for i in others)]
 
 
 def model_input_channels(model: LoadedModel, frame: imageio.Frame) -> list[str]:
@@ -646,10 +672,8 @@ def run_frames(
 def _write(
     path: Path, pixels: np.ndarray, names: list[str], like: imageio.Frame, scale: int, metadata: dict[str, Any]
 ) -> Path:
-    display, data = like.display_window, like.data_window
-    if scale != 1:
-        display = imageio.Window(display.x * scale, display.y * scale, display.width * scale, display.height * scale)
-        data = imageio.Window(data.x * scale, data.y * scale, data.width * scale, data.height * scale)
+    # Both windows scale with the frame, origins included, so overscan stays where it was.
+    display, data = like.display_window.scaled(scale), like.data_window.scaled(scale)
     return imageio.write_frame(
         path,
         pixels,
@@ -692,6 +716,7 @@ __all__ = [
     "infer_sequence",
     "load_model",
     "model_input_channels",
+    "pass_through",
     "plan_outputs",
     "plan_spans",
     "run_frames",

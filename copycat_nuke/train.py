@@ -38,7 +38,15 @@ from torch import nn
 
 from copycat_nuke import __version__, catfile, distributed, imageio, plots, pretrained, transfer
 from copycat_nuke.config import TrainConfig, is_gradient_clip, save_yaml, to_dict, write_text_atomic
-from copycat_nuke.data import MAX_SCALE, Pair, PatchSampler, stack_frames, steps_for_epochs, temporal_offsets
+from copycat_nuke.data import (
+    MAX_SCALE,
+    MIN_FRAME_SIZE,
+    Pair,
+    PatchSampler,
+    stack_frames,
+    steps_for_epochs,
+    temporal_offsets,
+)
 from copycat_nuke.device import Runtime, describe_hardware, resolve_runtime
 from copycat_nuke.errors import (
     CatFileError,
@@ -161,7 +169,9 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
     """Read the Input/Ground Truth frames of a job into working-space :class:`Pair` s.
 
     Training frames are ``config.frames`` or, when unset, every frame where the Ground Truth exists.
-    The first pair decides the scale: a Ground Truth exactly twice its Input trains a ×2 upscaler.
+    The first pair decides the scale: a Ground Truth format (display window) exactly twice its Input's
+    trains a ×2 upscaler. A pair trains on every pixel both of its frames cover (display and data windows
+    together, overscan included), aligned by their coordinates: see :func:`aligned_region`.
     Raises a :class:`CopyCatError` naming the file or frame at fault before any training starts.
     """
     if not config.input or not config.target:
@@ -204,20 +214,23 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
     for frame in frames:
         source = imageio.read_frame(inputs.path(frame), config.channels_in)
         truth = imageio.read_frame(targets.path(frame), config.channels_out)
-        if not scale:
-            ratios = {truth.width / source.width, truth.height / source.height}
+        if not scale:  # from the formats: overscan may differ between the two
+            shown, wanted = source.display_window, truth.display_window
+            ratios = {wanted.width / shown.width, wanted.height / shown.height}
             ratio = ratios.pop() if len(ratios) == 1 else 1
             scale = int(ratio) if ratio == int(ratio) and 1 <= ratio <= MAX_SCALE else 1
         imageio.check_same_size(source, truth, frame=frame, scale=scale)
+        region = aligned_region(source, truth, frame, scale)
         channels_in, channels_out = list(source.channels), list(truth.channels)
         label = f"frame {frame}"
-        pixels = working.to_working(transfer.sanitize(source.pixels, f"Input {source.path}"))
+        pixels = working.to_working(transfer.sanitize(source.pixels_in(region), f"Input {source.path}"))
         if neighbours is not None:
-            pixels = stack_frames(pixels, neighbours.around(frame, source))
+            pixels = stack_frames(pixels, neighbours.around(frame, source, region))
+        target = truth.pixels_in(region.scaled(scale))
         pairs.append(
             Pair(
                 input=pixels,
-                target=working.to_working(transfer.sanitize(truth.pixels, f"Ground Truth {truth.path}")),
+                target=working.to_working(transfer.sanitize(target, f"Ground Truth {truth.path}")),
                 label=label,
                 frames=1 + 2 * config.temporal,
             )
@@ -232,6 +245,33 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
     )
 
 
+def aligned_region(source: imageio.Frame, truth: imageio.Frame, frame: int, scale: int = 1) -> imageio.Window:
+    """Where a pair trains, in Input pixel coordinates: the pixels both frames cover (each its display and
+    data windows together; the Ground Truth's divided by ``scale``).
+
+    The intersection, not the union: a pixel only one frame has would teach the network to make black
+    there (an Input with overscan beside a Ground Truth rendered without it trains on the format alone).
+    A change of coverage is warned about; the Ground Truth region is the result's ``scaled(scale)``.
+
+    Raises:
+        ResolutionMismatchError: they share less than 16×16 pixels, naming the frame and both files.
+    """
+    region = source.pixel_window.intersect(truth.pixel_window.shrunk(scale))
+    covers = (
+        f"the Input {source.path} covers {source.pixel_window} "
+        f"and the Ground Truth {truth.path} covers {truth.pixel_window}"
+    )
+    if min(region.width, region.height) < MIN_FRAME_SIZE:
+        raise ResolutionMismatchError(
+            f"frame {frame}: {covers}, which share {region.width}×{region.height} pixels (at the Input's scale); "
+            f"CopyCat needs at least {MIN_FRAME_SIZE}×{MIN_FRAME_SIZE} both have. Render both with the same "
+            "format and bounding box (e.g. the same Reformat and Crop) and train again."
+        )
+    if region != source.pixel_window or region.scaled(scale) != truth.pixel_window:
+        warnings.warn(f"frame {frame}: {covers}; training on the {region} (Input pixels) they both cover", stacklevel=3)
+    return region
+
+
 class _NeighbourReader:
     """A temporal job's neighbouring Input frames, each read once, in working space."""
 
@@ -244,12 +284,13 @@ class _NeighbourReader:
         self.inputs, self.channels, self.working = inputs, config.channels_in, working
         self.offsets = temporal_offsets(config.temporal)
         self.existing = set(inputs.existing_frames())
-        self.cache: dict[int, np.ndarray] = {}
+        self.cache: dict[int, imageio.Frame] = {}  # linear, sanitised; placed per use (windows may move)
 
     def complete(self, frame: int) -> bool:
         return all(frame + offset in self.existing for offset in self.offsets)
 
-    def around(self, frame: int, centre: imageio.Frame) -> list[np.ndarray]:
+    def around(self, frame: int, centre: imageio.Frame, region: imageio.Window) -> list[np.ndarray]:
+        """The neighbours of ``frame`` over ``region`` (its pair's Input region), in working space."""
         found = []
         for number in (frame + offset for offset in self.offsets):
             if number not in self.cache:
@@ -260,16 +301,16 @@ class _NeighbourReader:
                         f"{frame} beside it has {', '.join(centre.channels)}: a temporal job needs the same "
                         "channels in every Input frame"
                     )
-                self.cache[number] = self.working.to_working(
-                    transfer.sanitize(neighbour.pixels, f"Input {neighbour.path}")
+                self.cache[number] = replace(
+                    neighbour, pixels=transfer.sanitize(neighbour.pixels, f"Input {neighbour.path}")
                 )
-            if self.cache[number].shape[:2] != (centre.height, centre.width):  # checked on every use
-                height, width = self.cache[number].shape[:2]
+            cached, format_ = self.cache[number].display_window, centre.display_window
+            if (cached.width, cached.height) != (format_.width, format_.height):  # checked on every use
                 raise ResolutionMismatchError(
-                    f"{self.inputs.path(number)} is {width}×{height} but the Input frame {frame} beside it is "
-                    f"{centre.width}×{centre.height}: a temporal job needs every Input frame the same size"
+                    f"{self.inputs.path(number)} is {cached.width}×{cached.height} but the Input frame {frame} beside "
+                    f"it is {format_.width}×{format_.height}: a temporal job needs every Input frame the same size"
                 )
-            found.append(self.cache[number])
+            found.append(self.working.to_working(self.cache[number].pixels_in(region)))
         return found
 
 
@@ -1482,6 +1523,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingJob",
+    "aligned_region",
     "latest_checkpoint",
     "load_pairs",
     "train_in_background",

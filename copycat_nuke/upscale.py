@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from copycat_nuke import catfile, imageio, transfer
 from copycat_nuke.config import TrainConfig
@@ -39,6 +37,7 @@ from copycat_nuke.infer import (
     infer_sequence,
     load_model,
     model_input_channels,
+    pass_through,
     plan_outputs,
     run_frames,
 )
@@ -137,14 +136,6 @@ def load_deblur_model(model: Union[str, Path, None] = None, device: str = "auto"
 # ------------------------------------------------------------------------------------------------ frames
 
 
-def _resize(pixels: np.ndarray, factor: int) -> np.ndarray:
-    """H×W×C float32 → (H·factor)×(W·factor)×C, bilinear: the base the upscaler adds its detail to, so
-    passed-through channels (alpha, mattes) stay aligned with the upscaled colour and never ring."""
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
-    resized = F.interpolate(tensor, scale_factor=float(factor), mode="bilinear", align_corners=False)
-    return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy(), dtype=np.float32)
-
-
 def _check_passes(model: LoadedModel, scale: int) -> int:
     """How many times the ×2 network runs for ``scale`` (2 or 4)."""
     if isinstance(scale, bool) or scale not in (2, 4):
@@ -169,9 +160,11 @@ def upscale_frame(
 ) -> tuple[np.ndarray, list[str]]:
     """One frame upscaled ×``scale`` (2, or 4 = the ×2 ``model`` twice): linear float32 pixels and names.
 
-    With ``passthrough`` (the default) every channel the model does not produce (alpha, other layers) is
-    resized bilinearly and appended, so an RGBA plate gives an RGBA result. ``tile``/``overlap`` apply to
-    each pass as in :func:`copycat_nuke.infer.apply_model`.
+    The network runs on the frame's display and data windows together (overscan included). With
+    ``passthrough`` (the default) every channel the model does not produce (alpha, other layers) is resized
+    ×``scale`` with OpenImageIO's triangle filter (bilinear; :func:`copycat_nuke.infer.pass_through`) and
+    appended, so an RGBA plate gives an RGBA result. ``tile``/``overlap`` apply to each pass as in
+    :func:`copycat_nuke.infer.apply_model`.
 
     Raises:
         ChannelError: the frame lacks a channel the model needs.
@@ -187,11 +180,7 @@ def upscale_frame(
     out_names = list(model.channels_out)
     if not passthrough:
         return pixels, out_names
-    others = [index for index, name in enumerate(frame.channels) if name not in out_names]
-    if not others:
-        return pixels, out_names
-    resized = _resize(frame.pixels[:, :, others], scale)
-    return np.concatenate([pixels, resized], axis=2), out_names + [frame.channels[i] for i in others]
+    return pass_through(frame, pixels, out_names, scale)
 
 
 # --------------------------------------------------------------------------------------------- sequences

@@ -170,7 +170,7 @@ def test_a_channel_name_two_parts_share_is_qualified_by_its_part(tmp_path: Path)
 # Data windows
 
 
-def test_data_window_with_negative_origin_lands_at_its_place_in_the_display_window(tmp_path: Path) -> None:
+def test_data_window_with_negative_origin_is_kept_beside_the_display_window(tmp_path: Path) -> None:
     data = random_pixels(3, seed=8, height=4, width=5)
     spec = oiio.ImageSpec(5, 4, 3, "float")
     spec.x, spec.y = -2, -1
@@ -180,13 +180,17 @@ def test_data_window_with_negative_origin_lands_at_its_place_in_the_display_wind
     frame = read_frame(tmp_path / "bbox.exr")
     assert frame.display_window == Window(0, 0, W, H)
     assert frame.data_window == Window(-2, -1, 5, 4)
-    assert frame.pixels.shape == (H, W, 3)
-    expected = np.zeros((H, W, 3), np.float32)
-    expected[0:3, 0:3] = data[1:4, 2:5]  # rows -1.., columns -2.. are cropped away
+    assert frame.pixel_window == Window(-2, -1, W + 2, H + 1)
+    assert frame.pixels.shape == (H + 1, W + 2, 3)
+    expected = np.zeros((H + 1, W + 2, 3), np.float32)
+    expected[0:4, 0:5] = data  # rows -1.., columns -2.. are kept, not cropped away
     np.testing.assert_array_equal(frame.pixels, expected)
+    display_only = np.zeros((H, W, 3), np.float32)
+    display_only[0:3, 0:3] = data[1:4, 2:5]
+    np.testing.assert_array_equal(frame.pixels_in(frame.display_window), display_only)
 
 
-def test_data_window_beyond_the_display_window_is_cropped_to_it(tmp_path: Path) -> None:
+def test_overscan_beyond_the_display_window_is_kept(tmp_path: Path) -> None:
     data = random_pixels(1, seed=9, height=9, width=11)
     spec = oiio.ImageSpec(11, 9, 1, "float")
     spec.channelnames = ("mask.A",)
@@ -195,10 +199,91 @@ def test_data_window_beyond_the_display_window_is_cropped_to_it(tmp_path: Path) 
     write_with_oiio(tmp_path / "overscan.exr", [(spec, data)])
 
     frame = read_frame(tmp_path / "overscan.exr")
-    assert frame.display_window == Window(1, 1, W, H)
-    expected = np.zeros((H, W, 1), np.float32)
-    expected[1:, 2:] = data[: H - 1, : W - 2]
+    assert frame.display_window == Window(1, 1, W, H) and frame.data_window == Window(3, 2, 11, 9)
+    assert frame.pixel_window == Window(1, 1, 13, 10)
+    expected = np.zeros((10, 13, 1), np.float32)
+    expected[1:, 2:] = data
     np.testing.assert_array_equal(frame.pixels, expected)
+
+
+def overscan_plate(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A Nuke-style render: a 24×16 format with a 32×24 bbox at (-4, -4), float RGBA plus mask.A and
+    depth.Z (written by OIIO directly). Returns the data-window pixels and the spec's channel order."""
+    data = random_pixels(6, seed=seed, height=24, width=32) * 4 - 1  # HDR and negative values too
+    spec = oiio.ImageSpec(32, 24, 6, "float")
+    spec.channelnames = ("R", "G", "B", "A", "depth.Z", "mask.A")
+    spec.x, spec.y = -4, -4
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 24, 16
+    write_with_oiio(path, [(spec, data)])
+    return data, np.array(spec.channelnames)
+
+
+def test_an_overscanned_nuke_render_round_trips_windows_and_every_bit(tmp_path: Path) -> None:
+    data, _ = overscan_plate(tmp_path / "plate.exr")
+    frame = read_frame(tmp_path / "plate.exr")
+    assert frame.pixel_window == frame.data_window == Window(-4, -4, 32, 24)
+    assert frame.display_window == Window(0, 0, 24, 16)
+    np.testing.assert_array_equal(frame.pixels, data)  # the bbox covers the format: pixels are the data
+
+    write_frame(tmp_path / "copy.exr", frame.pixels, like=frame)
+    spec = oiio_spec(tmp_path / "copy.exr")
+    assert (spec.x, spec.y, spec.width, spec.height) == (-4, -4, 32, 24)
+    assert (spec.full_x, spec.full_y, spec.full_width, spec.full_height) == (0, 0, 24, 16)
+    copy = read_frame(tmp_path / "copy.exr")
+    assert copy.channels == frame.channels and copy.pixel_type == "float"
+    assert copy.pixels.tobytes() == frame.pixels.tobytes()
+
+
+def test_a_format_without_windows_gets_the_display_window_of_an_overscanned_frame(tmp_path: Path) -> None:
+    data, _ = overscan_plate(tmp_path / "plate.exr")
+    frame = read_frame(tmp_path / "plate.exr", "rgb")
+    write_frame(tmp_path / "a.tif", np.clip(frame.pixels, 0, 1), "rgb", like=frame, pixel_type="float")
+    result = read_frame(tmp_path / "a.tif")
+    assert result.display_window == result.data_window == Window(0, 0, 24, 16)
+    np.testing.assert_array_equal(result.pixels, np.clip(data[4:20, 4:28, :3], 0, 1))
+
+
+def test_writing_refuses_pixels_that_do_not_cover_both_windows(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"do not cover the display window .* and the data window"):
+        write_frame(
+            tmp_path / "a.exr", random_pixels(3), display_window=Window(0, 0, W, H), data_window=Window(-1, 0, W, H)
+        )
+    assert not (tmp_path / "a.exr").exists()
+
+
+def test_a_data_window_inside_a_part_and_another_parts_overscan_are_both_kept(tmp_path: Path) -> None:
+    colour = random_pixels(3, seed=20, height=3, width=4)
+    matte = random_pixels(1, seed=21, height=H + 2, width=W + 2)
+    first, second = oiio.ImageSpec(4, 3, 3, "float"), oiio.ImageSpec(W + 2, H + 2, 1, "float")
+    first.x, first.y = 1, 1
+    second.channelnames = ("mask.A",)
+    second.x, second.y = -1, -1
+    for spec, name in ((first, "rgba"), (second, "mask")):
+        spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, W, H
+        spec.attribute("name", name)
+    write_with_oiio(tmp_path / "parts.exr", [(first, colour), (second, matte)])
+
+    frame = read_frame(tmp_path / "parts.exr", "R,G,B,mask.A")
+    assert frame.data_window == frame.pixel_window == Window(-1, -1, W + 2, H + 2)
+    np.testing.assert_array_equal(frame.select("mask.A")[..., 0], matte[..., 0])
+    np.testing.assert_array_equal(frame.select("rgb")[2:5, 2:6], colour)
+
+
+def test_window_union_scaling_and_shrinking() -> None:
+    a, b = Window(-4, -4, 32, 24), Window(0, 0, 24, 16)
+    assert a.union(b) == a and b.union(Window(30, 2, 4, 4)) == Window(0, 0, 34, 16)
+    assert a.scaled(2) == Window(-8, -8, 64, 48)
+    assert Window(-3, 1, 9, 8).shrunk(2) == Window(-1, 1, 4, 3)  # x -3..6 -> -1..3, y 1..9 -> 1..4
+    assert a.scaled(2).shrunk(2) == a
+
+
+def test_resize_is_bilinear_through_openimageio_and_keeps_a_matte_in_range() -> None:
+    matte = (random_pixels(1, seed=22) > 0.5).astype(np.float32)
+    big = imageio.resize(matte, 2)
+    assert big.shape == (2 * H, 2 * W, 1) and big.min() >= 0 and big.max() <= 1
+    # Bilinear with pixel centres at x -> 2x: output pixel 1 is 3/4 of input pixel 0 and 1/4 of pixel 1.
+    np.testing.assert_allclose(big[0, 1, 0], 0.75 * matte[0, 0, 0] + 0.25 * matte[0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(big[0, 0, 0], matte[0, 0, 0], atol=1e-6)  # the edge pixel is held
 
 
 def test_writing_keeps_display_window_and_data_window_and_reads_back_the_same(tmp_path: Path) -> None:
@@ -237,7 +322,7 @@ def test_writing_like_a_source_frame_keeps_its_windows_metadata_and_channels(tmp
     assert written.getattribute("oiio:subimages") is None or written.get_int_attribute("oiio:subimages") == 1
     result = read_frame(tmp_path / "out.exr")
     assert result.display_window == source.display_window
-    assert result.data_window == Window(0, 1, 3, 3)  # what of the source's (-1, 1, 4, 3) lies in the display
+    assert result.data_window == source.data_window == Window(-1, 1, 4, 3)  # overscan on the left is kept
     assert result.pixel_type == "half" and result.channels == source.channels
     np.testing.assert_array_equal(result.pixels, source.pixels * 2)
 

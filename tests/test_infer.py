@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import OpenImageIO as oiio
 import pytest
 import torch
 from hypothesis import given, settings
@@ -371,3 +372,70 @@ def test_clean_frames_raise_no_warnings(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         infer.apply_model(model, smooth_image(32, 32), tile=0)
+
+
+# ------------------------------------------------------------------------------------ overscan and layers
+
+OVERSCAN_CHANNELS = ("R", "G", "B", "A", "depth.Z", "mask.A")
+
+
+def write_overscan_plate(path: Path, seed: int = 0) -> np.ndarray:
+    """What a Nuke Write (raw, 32-bit float, channels all) renders with overscan: a 24×16 format, a 32×24
+    bbox at (-4, -4), rgb the tiny model knows plus alpha and two layers holding arbitrary bits. Written
+    with OpenImageIO directly; returns the bbox's pixels in OVERSCAN_CHANNELS order."""
+    rng = np.random.default_rng(seed)
+    extra = rng.standard_normal((24, 32, 3)).astype(np.float32) * np.float32(1e3)  # any float, not just 0..1
+    data = np.ascontiguousarray(np.concatenate([smooth_image(24, 32, seed=seed), extra], axis=2))
+    spec = oiio.ImageSpec(32, 24, 6, "float")
+    spec.channelnames = OVERSCAN_CHANNELS
+    spec.x, spec.y = -4, -4
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 24, 16
+    out = oiio.ImageOutput.create(str(path))
+    assert out is not None and out.open(str(path), spec), oiio.geterror()
+    assert out.write_image(data), out.geterror()
+    out.close()
+    return data
+
+
+def windows_on_disk(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    inp = oiio.ImageInput.open(str(path))
+    spec = inp.spec()
+    inp.close()
+    return (spec.x, spec.y, spec.width, spec.height), (spec.full_x, spec.full_y, spec.full_width, spec.full_height)
+
+
+def test_overscan_is_inferred_and_kept_and_other_layers_pass_through_bit_for_bit(tiny, tmp_path):
+    data = write_overscan_plate(tmp_path / "plate.0001.exr")
+    (out,) = infer.infer_sequence(tiny, str(tmp_path / "plate.####.exr"), str(tmp_path / "o.####.exr"), device="cpu")
+    assert windows_on_disk(out) == ((-4, -4, 32, 24), (0, 0, 24, 16))
+    result = imageio.read_frame(out)
+    assert result.channels == OVERSCAN_CHANNELS and result.pixel_type == "float"
+    for index, name in enumerate(OVERSCAN_CHANNELS[3:], start=3):
+        assert result.select(name).tobytes() == np.ascontiguousarray(data[:, :, index : index + 1]).tobytes(), name
+    # The network saw the whole bbox as one image: its overscan rows and columns are results, not copies.
+    model = infer.load_model(tiny, "cpu")
+    expected = infer.apply_model(model, data[:, :, :3], tile=0)
+    np.testing.assert_allclose(result.select("rgb"), expected, atol=1e-6)
+    assert np.abs(result.select("rgb")[:4] - data[:4, :, :3]).mean() > 1e-2
+
+    pixels, names = infer.infer_frame(model, imageio.read_frame(tmp_path / "plate.0001.exr"), tile=0)
+    assert names == list(OVERSCAN_CHANNELS) and pixels.shape == (24, 32, 6)
+    assert pixels[:, :, 3:].tobytes() == np.ascontiguousarray(data[:, :, 3:]).tobytes()
+
+
+def test_a_bbox_inside_the_format_is_inferred_over_the_format_and_keeps_its_bbox(tiny, tmp_path):
+    plate = write_rgba_plate(tmp_path, frames=(1,))  # bbox 48×38 at (0, 10) inside a 64×48 format at (-8, 4)
+    (out,) = infer.infer_sequence(tiny, plate, str(tmp_path / "o.####.exr"), device="cpu")
+    assert windows_on_disk(out) == ((0, 10, 48, 38), (-8, 4, 64, 48))
+
+
+def test_passthrough_matches_channels_by_name_not_only_by_spelling(tiny):
+    frame = imageio.Frame(
+        np.zeros((16, 16, 4), np.float32),
+        ("rgba.red", "rgba.green", "rgba.blue", "rgba.alpha"),
+        imageio.Window(0, 0, 16, 16),
+        imageio.Window(0, 0, 16, 16),
+        "float",
+    )
+    pixels, names = infer.pass_through(frame, np.ones((16, 16, 3), np.float32), ["R", "G", "B"])
+    assert names == ["R", "G", "B", "rgba.alpha"] and pixels.shape == (16, 16, 4)

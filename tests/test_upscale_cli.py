@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import OpenImageIO as oiio
 import pytest
 import torch
 
@@ -220,3 +221,70 @@ def test_the_python_api_exports_upscale_deblur_and_refine() -> None:
     assert copycat_nuke.upscale_sequence is upscale.upscale_sequence
     assert copycat_nuke.deblur_sequence is upscale.deblur_sequence
     assert copycat_nuke.refine_on_shot is upscale.refine_on_shot
+
+
+# ------------------------------------------------------------------------------------ overscan and layers
+
+LAYERS = ("R", "G", "B", "A", "depth.Z", "mask.A")
+
+
+def write_overscan_plate(path: Path) -> np.ndarray:
+    """A Nuke render with overscan (24×16 format, 32×24 bbox at (-4, -4)), float, rgb plus alpha, depth.Z
+    and mask.A, written with OpenImageIO directly. Returns the bbox's pixels in LAYERS order."""
+    rng = np.random.default_rng(7)
+    data = np.concatenate([smooth(24, 32, seed=3), rng.random((24, 32, 3), dtype=np.float32)], axis=2)
+    spec = oiio.ImageSpec(32, 24, 6, "float")
+    spec.channelnames = LAYERS
+    spec.x, spec.y = -4, -4
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 24, 16
+    out = oiio.ImageOutput.create(str(path))
+    assert out is not None and out.open(str(path), spec), oiio.geterror()
+    assert out.write_image(np.ascontiguousarray(data)), out.geterror()
+    out.close()
+    return data
+
+
+def windows_on_disk(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    inp = oiio.ImageInput.open(str(path))
+    spec = inp.spec()
+    inp.close()
+    return (spec.x, spec.y, spec.width, spec.height), (spec.full_x, spec.full_y, spec.full_width, spec.full_height)
+
+
+def bilinear(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """An independent bilinear enlargement (torch, pixel centres aligned) to check OIIO's triangle against."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    resized = torch.nn.functional.interpolate(tensor, scale_factor=float(factor), mode="bilinear", align_corners=False)
+    return resized[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("how", ["upscale", "infer"])
+def test_x2_keeps_overscan_and_resizes_alpha_and_every_layer_the_model_does_not_write(
+    x2: Path, tmp_path: Path, how: str
+) -> None:
+    data = write_overscan_plate(tmp_path / "plate.0001.exr")
+    out = tmp_path / "out" / "up.####.exr"
+    if how == "upscale":
+        assert run("upscale", tmp_path / "plate.####.exr", out, "--model", x2) == 0
+    else:  # a scale-2 model through plain inference used to drop every channel but its own
+        assert run("infer", x2, tmp_path / "plate.####.exr", out) == 0
+    written = tmp_path / "out" / "up.0001.exr"
+    assert windows_on_disk(written) == ((-8, -8, 64, 48), (0, 0, 48, 32))  # origin and size ×2
+    result = imageio.read_frame(written)
+    assert result.channels == LAYERS and result.pixels.shape == (48, 64, 6)
+    others = result.pixels[:, :, 3:]
+    assert others.tobytes() == imageio.resize(data[:, :, 3:], 2).tobytes()  # OIIO's "triangle" filter
+    np.testing.assert_allclose(others, bilinear(data[:, :, 3:], 2), atol=1e-5)
+    expected = apply_model(load_model(x2, "cpu"), data[:, :, :3], tile=0)  # the network saw the whole bbox
+    np.testing.assert_allclose(result.select("rgb"), expected, atol=1e-5)
+
+
+def test_deblur_keeps_overscan_and_copies_the_other_layers_bit_for_bit(x1: Path, tmp_path: Path) -> None:
+    data = write_overscan_plate(tmp_path / "plate.0001.exr")
+    (written,) = copycat_nuke.deblur_sequence(
+        str(tmp_path / "plate.####.exr"), str(tmp_path / "sharp.####.exr"), model=x1, device="cpu"
+    )
+    assert windows_on_disk(written) == ((-4, -4, 32, 24), (0, 0, 24, 16))
+    result = imageio.read_frame(written)
+    assert result.channels == LAYERS
+    assert result.pixels[:, :, 3:].tobytes() == np.ascontiguousarray(data[:, :, 3:]).tobytes()
