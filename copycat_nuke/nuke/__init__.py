@@ -8,6 +8,7 @@ Each gizmo button and callback is one call into this package::
                Create Inference     copycat_nuke.nuke.create_inference(node)
                Show Panel           copycat_nuke.nuke.show_panel(node)
                Export Farm Job      copycat_nuke.nuke.export_farm_job(node)
+               Create Native Inf.   copycat_nuke.nuke.create_native_inference(node)  (also on the three below)
     Inference, Render               copycat_nuke.nuke.render(node)
     Upscale,   Stop                 copycat_nuke.nuke.stop(node)
     Deblur
@@ -16,21 +17,24 @@ Each gizmo button and callback is one call into this package::
 
 Modules: ``knobs`` (knob names, typed access), ``gather`` (render inputs to EXR with a temporary Write),
 ``jobs`` (worker threads and main-thread calls; synchronous in terminal sessions), ``training`` (CopyCat),
-``inference`` (Inference/Upscale/Deblur), ``panel`` (Show Panel), ``nodes`` (creating nodes, shipped
-networks, dependency checks), ``callbacks`` (onCreate, knobChanged, Stop). torch is imported only when a
-job runs, so Nuke starts (and shows a clear message in the node) without it.
+``inference`` (Inference/Upscale/Deblur), ``native`` (Nuke's own Inference node, Nuke 14+), ``panel``
+(Show Panel), ``nodes`` (creating nodes, shipped networks, dependency checks), ``callbacks`` (onCreate,
+knobChanged, Stop). torch is imported only when a job runs, so Nuke starts (and shows a clear message in the
+node) without it.
 """
 
 from __future__ import annotations
 
 from copycat_nuke.nuke.callbacks import create_node, knob_changed, on_create, stop
 from copycat_nuke.nuke.inference import render
+from copycat_nuke.nuke.native import create_native_inference
 from copycat_nuke.nuke.nodes import shipped_model
 from copycat_nuke.nuke.panel import register_panel, show_panel
 from copycat_nuke.nuke.training import create_inference, export_farm_job, resume_training, start_training
 
 __all__ = [
     "create_inference",
+    "create_native_inference",
     "create_node",
     "export_farm_job",
     "knob_changed",
