@@ -16,9 +16,12 @@ operator they mention exists in the loading torch. The exported code therefore a
   (``aten::upsample_bilinear2d`` with an explicit output size, in torch since 1.6) directly;
 * Optional attributes on the exported module (Nuke turns attributes into knobs).
 
-``tests/test_export.py`` checks the saved code against :data:`TORCH_1_12_OPERATORS`. The transfer's
+:func:`export_torchscript` checks every operator of the scripted graph against the list in
+:mod:`copycat_nuke.torchscript_ops` (held to torch 1.12.1's own operator names by the tests) and the
+archive's file-format version against what torch 1.12 reads, and refuses the export otherwise. The transfer's
 ``copysign`` and the sanitiser's ``nan_to_num`` appeared in torch 1.8, so the files need torch ≥ 1.8:
-Nuke 14 and later, not Nuke 13. This was checked with torch 2.13 only (no older torch runs on Python 3.11).
+Nuke 14 and later, not Nuke 13. Files exported with torch 2.13 were loaded and run in a real torch 1.12.1
+(Python 3.10, by hand: the project's Python 3.11 has no torch 1.12); Nuke itself was not tried.
 
 **ONNX** uses torch's TorchScript-based exporter (``dynamo=False``: the newer exporter needs
 ``onnxscript``, which this project does not depend on) at opset :data:`DEFAULT_OPSET` with dynamic height
@@ -44,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copycat_nuke import catfile
+from copycat_nuke import catfile, torchscript_ops
 from copycat_nuke.errors import CatFileError, ConfigError
 from copycat_nuke.models import MSRN
 from copycat_nuke.transfer import Transfer, TransferModule, nan_to_num_torch
@@ -53,57 +56,9 @@ from copycat_nuke.transfer import Transfer, TransferModule, nan_to_num_torch
 DEFAULT_OPSET = 13
 MIN_OPSET = 11
 
-#: Every operator the exported TorchScript code may call, all present in torch 1.12 (Nuke 14/15).
-TORCH_1_12_OPERATORS = frozenset(
-    {
-        # network
-        "add",
-        "avg_pool2d",
-        "cat",
-        "conv2d",
-        "conv_transpose2d",
-        "new_zeros",
-        "relu",
-        "relu_",
-        "sigmoid",
-        "tanh",
-        "chunk",
-        "mul",
-        "upsample_bilinear2d",
-        "pixel_shuffle",  # the ×2 upscaler's head (torch ≥ 1.0)
-        "pixel_unshuffle",  # (torch ≥ 1.8)
-        # padding, cropping, shapes
-        "flip",
-        "slice",
-        "size",
-        "dim",
-        "len",
-        "append",
-        "reverse",
-        "remainder",
-        "sub",
-        "floordiv",
-        "lt",
-        "gt",
-        "eq",
-        "ne",
-        "format",
-        "__is__",
-        "__isnot__",
-        "__not__",
-        "__lshift__",
-        # transfer and sanitising
-        "abs",
-        "clamp",
-        "copysign",
-        "div",
-        "expm1",
-        "log1p",
-        "is_floating_point",
-        "to",
-        "nan_to_num",
-    }
-)
+#: Every operator the exported TorchScript code may call, unqualified (``conv2d``): the names of
+#: :data:`copycat_nuke.torchscript_ops.ALLOWED_OPERATORS`, the list checked against torch 1.12 (Nuke 14/15).
+TORCH_1_12_OPERATORS = frozenset(name.split("::", 1)[1] for name in torchscript_ops.ALLOWED_OPERATORS)
 
 
 class ExportMSRN(MSRN):
@@ -282,10 +237,13 @@ def export_torchscript(model: Union[str, Path, catfile.CatFile], output: Union[s
     knob values). Written atomically.
     """
     cat = model if isinstance(model, catfile.CatFile) else catfile.load_cat(model)
+    name = str(cat.path or "the model")
     scripted = torch.jit.script(export_module(cat))
+    torchscript_ops.check_operators(scripted, name)  # nothing Nuke's torch 1.12 would not know
     extra = {"copycat.json": json.dumps(_description(cat.manifest), indent=2)}
     buffer = io.BytesIO()  # saved to memory first: the archive's inner folder is named after the file
     torch.jit.save(scripted, buffer, _extra_files=extra)
+    torchscript_ops.check_file_format(buffer.getvalue(), name)
     target = Path(output)
     with _atomic_target(target) as temporary:
         temporary.write_bytes(buffer.getvalue())

@@ -106,6 +106,7 @@ _BUTTONS = {
     "exportFarmJob",
     "render",
     "stopRender",
+    "createNativeInference",
 }
 
 

@@ -8,6 +8,7 @@ Each gizmo button and callback is one call into this package::
                Create Inference     copycat_nuke.nuke.create_inference(node)
                Show Panel           copycat_nuke.nuke.show_panel(node)
                Export Farm Job      copycat_nuke.nuke.export_farm_job(node)
+               Create Native Inf.   copycat_nuke.nuke.create_native_inference(node)  (also on the three below)
     Inference, Render               copycat_nuke.nuke.render(node)
     Upscale,   Stop                 copycat_nuke.nuke.stop(node)
     Deblur     (internal Assert)    copycat_nuke.nuke.result_ok(node) / result_problem(node)
@@ -18,9 +19,10 @@ Each gizmo button and callback is one call into this package::
 Modules: ``knobs`` (knob names, typed access), ``gather`` (render inputs to EXR with a temporary Write),
 ``jobs`` (worker threads and main-thread calls; synchronous in terminal sessions), ``training`` (CopyCat),
 ``inference`` (Inference/Upscale/Deblur), ``results`` (per-frame records), ``farm`` (render callback),
-``legacy`` (scripts saved with the old class names), ``panel`` (Show Panel), ``nodes`` (creating nodes, shipped
-networks, dependency checks), ``callbacks`` (onCreate, knobChanged, Stop). torch is imported only when a
-job runs, so Nuke starts (and shows a clear message in the node) without it.
+``legacy`` (scripts saved with the old class names), ``native`` (Nuke's own Inference node, Nuke 14+),
+``panel`` (Show Panel), ``nodes`` (creating nodes, shipped networks, dependency checks), ``callbacks``
+(onCreate, knobChanged, Stop). torch is imported only when a job runs, so Nuke starts (and shows a clear
+message in the node) without it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from copycat_nuke.nuke.callbacks import create_node, knob_changed, on_create, st
 from copycat_nuke.nuke.farm import before_frame_render
 from copycat_nuke.nuke.inference import render, result_ok, result_problem
 from copycat_nuke.nuke.legacy import migrate_script
+from copycat_nuke.nuke.native import create_native_inference
 from copycat_nuke.nuke.nodes import shipped_model
 from copycat_nuke.nuke.panel import register_panel, show_panel
 from copycat_nuke.nuke.training import create_inference, export_farm_job, resume_training, start_training
@@ -36,6 +39,7 @@ from copycat_nuke.nuke.training import create_inference, export_farm_job, resume
 __all__ = [
     "before_frame_render",
     "create_inference",
+    "create_native_inference",
     "create_node",
     "export_farm_job",
     "knob_changed",

@@ -348,6 +348,44 @@ def _enumeration(values: list[str]) -> KnobMaker:
     return lambda name: Enumeration_Knob(name, None, values)
 
 
+class _CreateCatFileButton(PyScript_Knob):
+    """CatFileCreator's "Create .cat file and Inference" button (``createCatFile``): writes ``catFile`` from
+    ``torchScriptFile`` and adds an Inference node reading it, as Nuke 14+ does. Nuke's ``.cat`` format is
+    Foundry's own; the stand-in writes a zip of the TorchScript file (``model.pt``) and the knob values
+    (``knobs.json``). A missing or unloadable TorchScript file raises ``RuntimeError``, as in Nuke."""
+
+    def execute(self) -> None:
+        _main(f"Knob.execute({self._name})")
+        _create_cat_file(self.node())
+
+
+def _create_cat_file(creator: Node) -> None:
+    import json
+    import zipfile
+
+    source = Path(str(creator["torchScriptFile"].value()))
+    target = str(creator["catFile"].value()).strip()
+    if not str(creator["torchScriptFile"].value()).strip() or not source.is_file():
+        raise RuntimeError(f"{creator.name()}: TorchScript file {str(source)!r} does not exist")
+    if not target:
+        raise RuntimeError(f"{creator.name()}: no .cat file given")
+    try:  # Nuke loads the model with its own torch to read its attributes; a bad file fails here
+        import torch
+
+        torch.jit.load(str(source), map_location="cpu")
+    except Exception as error:
+        raise RuntimeError(f"{creator.name()}: cannot load TorchScript file {source}: {error}") from None
+    knobs = {name: creator[name].value() for name in ("channelsIn", "channelsOut", "modelId", "outputScale")}
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.write(source, "model.pt")
+        archive.writestr("knobs.json", json.dumps(knobs))
+    with creator.parent():
+        inference = _create("Inference", {})
+    inference["modelFile"].setValue(target)
+    inference.setXYpos(creator.xpos(), creator.ypos() + 60)
+
+
 #: The knobs of the built-in node classes the stand-in can create (beside the common ones).
 BUILTIN_KNOBS: dict[str, dict[str, KnobMaker]] = {
     "Read": {
@@ -378,8 +416,37 @@ BUILTIN_KNOBS: dict[str, dict[str, KnobMaker]] = {
     "Assert": {"expression": String_Knob, "message": String_Knob},
     "Dot": {},
     "NoOp": {},
+    # Nuke 14+ (Foundry's .cat File Creation Reference; knob names as Nuke's Python spells them)
+    "CatFileCreator": {
+        "torchScriptFile": File_Knob,
+        "catFile": File_Knob,
+        "channelsIn": String_Knob,
+        "channelsOut": String_Knob,
+        "modelId": String_Knob,
+        "outputScale": Int_Knob,
+        "createCatFile": _CreateCatFileButton,
+    },
+    # Foundry's own Inference node (the stand-in reads no Foundry .cat: it only holds the knobs)
+    "Inference": {
+        "modelFile": File_Knob,
+        "useGPUIfAvailable": Boolean_Knob,
+        "halfPrecision": Boolean_Knob,
+        "channelsIn": String_Knob,
+        "channelsOut": String_Knob,
+    },
 }
-_INPUTS = {"Read": 0, "Input": 0, "Write": 1, "Output": 1, "Switch": 2, "Dot": 1, "NoOp": 1, "Assert": 1}
+_INPUTS = {
+    "Read": 0,
+    "Input": 0,
+    "Write": 1,
+    "Output": 1,
+    "Switch": 2,
+    "Dot": 1,
+    "NoOp": 1,
+    "CatFileCreator": 0,
+    "Inference": 1,
+    "Assert": 1,
+}
 
 
 class FrameRange:
@@ -732,7 +799,8 @@ def _create(cls: str, knobs: dict[str, Any]) -> Node:
     _main(f"nodes.{cls}")
     group = _current_group()
     path = _gizmo_path(cls)
-    node = _build_gizmo(cls, path, group) if path is not None else _builtin(cls, group)
+    # Nuke's own node classes win over gizmos of the same name on the plugin path
+    node = _build_gizmo(cls, path, group) if path is not None and cls not in BUILTIN_KNOBS else _builtin(cls, group)
     node._knobs["name"]._value = _unique_name(group, cls)
     group._children.append(node)
     for name, value in knobs.items():
