@@ -5,6 +5,7 @@ Shots are real EXRs in tmp_path read by Read nodes; training is tiny (Small netw
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -355,3 +356,36 @@ def test_the_knob_side_auto_batch_limit_is_the_trainers(nuke_session):
     from copycat_nuke.nuke import training
 
     assert training.AUTO_MAX_BATCH == train.AUTO_MAX_BATCH
+
+
+def test_in_a_distributed_run_only_rank_0_renders_the_pairs_and_the_others_wait_for_them(
+    nuke_session, tmp_path, monkeypatch
+):
+    nuke = nuke_session
+    from copycat_nuke.nuke import jobs, training
+
+    node = copycat(nuke, tmp_path)
+    made: dict[str, Any] = {}
+
+    def pairs() -> Any:
+        request = training.read_request(node)
+        jobs.start(node, "rendering", lambda context: made.update(config=training.render_pairs(context, request)))
+        return made["config"]
+
+    monkeypatch.setenv("COPYCAT_RANK", "0")
+    assert pairs().frames == "1-2"
+    rendered = list(nuke.STATE.executed)
+    marker = tmp_path / "run" / "frames" / training.FRAMES_READY
+    assert json.loads(marker.read_text())["frames"] == "1-2"
+
+    monkeypatch.setenv("COPYCAT_RANK", "1")
+    config = pairs()
+    assert nuke.STATE.executed == rendered  # rank 1 rendered nothing: it trains on rank 0's frames
+    assert (config.frames, config.input) == ("1-2", str(tmp_path / "run" / "frames" / "input.####.exr"))
+
+    node["epochs"].setValue(3)  # not part of the pairs: rank 0's frames still serve
+    assert pairs().frames == "1-2"
+    node.input(0)["first"].setValue(2)  # the Input changed: rank 0's frames were rendered from another graph
+    monkeypatch.setattr(training, "RANK_WAIT_SECONDS", 0.6)
+    with pytest.raises(CopyCatError, match="rank 1 waited 1 s for rank 0 to render the training frames"):
+        pairs()

@@ -131,15 +131,15 @@ def apply_legacy_precision(node: nuke.Node) -> None:
 
 
 # ---------------------------------------------------------------------------------------- staleness
-def input_signature(node: nuke.Node) -> str:
-    """A hash of everything upstream of the node: classes, connections and (non-cosmetic) knob values.
+def input_signature(node: nuke.Node, index: int = 0) -> str:
+    """A hash of everything upstream of input ``index``: classes, connections and (non-cosmetic) knob values.
 
     It does not change with the current frame, so scrubbing does not make a result stale. Files changed
     on disk behind a Read with the same name are not noticed.
     """
     digest = hashlib.sha1()
     seen: set[str] = set()
-    pending: list[Optional[nuke.Node]] = [node.input(0)]
+    pending: list[Optional[nuke.Node]] = [node.input(index)]
     while pending:
         current = pending.pop()
         if current is None:

@@ -77,10 +77,13 @@ def record_path(output: Path) -> Path:
 
 
 def write_record(output: Path, recipe: Recipe) -> None:
-    """Record that ``output`` (already on disk) was made from ``recipe``: atomically, readable by all."""
+    """Record that ``output`` (already on disk) was made from ``recipe``."""
     stat = output.stat()
-    record = {**asdict(recipe), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    path = record_path(output)
+    write_json(record_path(output), {**asdict(recipe), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` atomically (never half a file), readable by all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:

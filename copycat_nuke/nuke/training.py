@@ -8,6 +8,9 @@ frames into ``<Data Directory>/frames/`` and trains there (checkpoints, contact 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import nuke
 
 from copycat_nuke.errors import CopyCatError
-from copycat_nuke.nuke import gather, jobs, knobs, nodes
+from copycat_nuke.nuke import gather, jobs, knobs, nodes, results
 
 if TYPE_CHECKING:
     from copycat_nuke.config import TrainConfig
@@ -26,6 +29,10 @@ FRAMES_DIR = "frames"
 INPUT_PATTERN = "input.####.exr"
 TRUTH_PATTERN = "groundtruth.####.exr"
 FARM_JOB = "farm_job.yaml"
+#: Written by rank 0 once the training frames are rendered: the other ranks of a distributed run wait for it.
+FRAMES_READY = ".rendered.json"
+#: How long a rank > 0 waits for rank 0's frames before giving up, in seconds.
+RANK_WAIT_SECONDS = 3600.0
 #: Auto batch size: at most this many pairs per step (copycat_nuke.train.AUTO_MAX_BATCH, not imported
 #: here: torch loads only when training starts).
 AUTO_MAX_BATCH = 16
@@ -169,12 +176,63 @@ def _candidate_frames(node_name: str) -> list[int]:
     return list(range(first, last + 1))
 
 
+def distributed_rank() -> int:
+    """This process's rank in a distributed run (``RANK`` or ``COPYCAT_RANK``, as the trainer reads them)."""
+    for name in ("RANK", "COPYCAT_RANK"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                raise CopyCatError(f"{name}={value!r} is not a whole number: set it to this machine's rank") from None
+    return 0
+
+
+def _pairs_signature(node_name: str, request: TrainingRequest) -> str:
+    """Main thread: what the rendered pairs depend on (both inputs' graphs, frames, channels, temporal)."""
+    from copycat_nuke.nuke.inference import input_signature
+
+    node = gather.node(node_name)
+    config = request.config
+    parts = [input_signature(node, knobs.INPUT), input_signature(node, knobs.GROUND_TRUTH), str(request.frames)]
+    parts += [config.channels_in, config.channels_out, str(config.temporal)]
+    return hashlib.sha1("\n".join(parts).encode("utf-8")).hexdigest()[:20]
+
+
+def _wait_for_rank_zero(context: jobs.Context, marker: Path, signature: str, rank: int) -> dict[str, str]:
+    """Rank > 0: wait until rank 0 has rendered these very pairs (its marker carries the same signature)."""
+    deadline = time.monotonic() + RANK_WAIT_SECONDS
+    context.progress(0, f"rank {rank}: waiting for rank 0 to render the training frames", force=True)
+    while time.monotonic() < deadline:
+        context.check_stop()
+        try:
+            ready = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            ready = None
+        if isinstance(ready, dict) and ready.get("signature") == signature:
+            return ready
+        time.sleep(0.5)
+    raise CopyCatError(
+        f"rank {rank} waited {RANK_WAIT_SECONDS:.0f} s for rank 0 to render the training frames into "
+        f"{marker.parent}: start rank 0 with the same script and Data Directory"
+    )
+
+
 def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig:
-    """Render GroundTruth, then Input, at the training frames; the config with the sequences filled in."""
+    """Render GroundTruth, then Input, at the training frames; the config with the sequences filled in.
+
+    In a distributed run only rank 0 renders; the other ranks wait for its frames and train on them."""
     from copycat_nuke.imageio import format_frame_list, parse_frame_list
 
     folder = request.data_directory / FRAMES_DIR
     truth_pattern, input_pattern = str(folder / TRUTH_PATTERN), str(folder / INPUT_PATTERN)
+    marker, rank = folder / FRAMES_READY, distributed_rank()
+    signature = context.call(_pairs_signature, context.node_name, request)
+    if rank > 0:
+        ready = _wait_for_rank_zero(context, marker, signature, rank)
+        return replace(request.config, input=input_pattern, target=truth_pattern, frames=ready["frames"])
+    if marker.exists():
+        marker.unlink()
     for pattern in (truth_pattern, input_pattern):
         gather.clear_sequence(pattern)
     config = request.config
@@ -192,6 +250,7 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
         around = {f + k for f in truth for k in range(-config.temporal, config.temporal + 1)}
         extra = sorted(f for f in around - set(truth) if first <= f <= last)
         gather.render_frames(context, knobs.INPUT, "Input", input_pattern, extra, channels, skip_failures=True)
+    results.write_json(marker, {"signature": signature, "frames": format_frame_list(truth)})
     return replace(config, input=input_pattern, target=truth_pattern, frames=format_frame_list(truth))
 
 
