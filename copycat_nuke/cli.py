@@ -11,6 +11,7 @@ import dataclasses
 import faulthandler
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -145,14 +146,19 @@ def _stop_on_eof(stop: threading.Event) -> None:
     """``--stop-on-eof``: stop (as after Ctrl-C) when standard input closes. A parent (Nuke) closes it to
     stop the run, and it closes by itself when the parent dies, so the run never outlives it."""
 
-    def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
+    def watch(descriptor: int) -> None:
+        # os.read, not sys.stdin: a daemon thread blocked inside a buffered reader's lock aborts the
+        # interpreter's shutdown ("could not acquire lock for <stdin>")
+        with contextlib.suppress(OSError):
+            while os.read(descriptor, 4096):
                 pass
         stop.set()
 
-    if sys.stdin is not None:
-        threading.Thread(target=watch, name="copycat stop-on-eof", daemon=True).start()
+    try:
+        descriptor = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no standard input (pythonw): nothing to watch
+        return
+    threading.Thread(target=watch, args=(descriptor,), name="copycat stop-on-eof", daemon=True).start()
 
 
 def _add_follow_options(parser: argparse.ArgumentParser) -> None:

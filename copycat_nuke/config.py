@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -229,10 +230,10 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 
 def save_yaml(config: Any, path: str | Path) -> Path:
     """Write a config dataclass as YAML, atomically (with the standard library where pyyaml is missing)."""
-    try:
-        import yaml
-    except ImportError:
+    if importlib.util.find_spec("yaml") is None:  # a locked-down Nuke: looked up, never attempted
         return write_text_atomic(path, flat_yaml(to_dict(config)))
+    import yaml
+
     return write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 

@@ -17,8 +17,10 @@ Each gizmo button and callback is one call into this package::
 Modules: ``knobs`` (knob names, typed access), ``gather`` (render inputs to EXR with a temporary Write),
 ``jobs`` (worker threads and main-thread calls; synchronous in terminal sessions), ``training`` (CopyCat),
 ``inference`` (Inference/Upscale/Deblur), ``panel`` (Show Panel), ``nodes`` (creating nodes, shipped
-networks, dependency checks), ``callbacks`` (onCreate, knobChanged, Stop). torch is imported only when a
-job runs, so Nuke starts (and shows a clear message in the node) without it.
+networks, dependency checks), ``callbacks`` (onCreate, knobChanged, Stop), ``external`` (training and
+rendering in an external Python where Nuke's cannot import torch). torch is imported only when a job runs
+in Nuke's Python, so Nuke starts (and shows a clear message in the node) without it; with an external
+Python the buttons use the standard library only, and all of this is Python 3.7 code (Nuke 13).
 """
 
 from __future__ import annotations
