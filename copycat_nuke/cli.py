@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import faulthandler
 import json
 import math
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -80,15 +83,19 @@ class TqdmListener:
 
 
 class _GracefulInterrupt:
-    """First Ctrl-C asks training to stop after the step (leaving a checkpoint); the second aborts."""
+    """First Ctrl-C (or SIGTERM, as farm schedulers and Nuke's Stop send) asks training to stop after the step,
+    leaving a checkpoint and model.cat; the second aborts."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.previous: Any = None
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _GracefulInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for number in self.SIGNALS:
+                self.previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -98,8 +105,71 @@ class _GracefulInterrupt:
         print("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)
+
+
+class _EventLog:
+    """``--events FILE``: what happens, as JSON lines (``{"event": "StepDone", "step": 12, ...}``), flushed
+    line by line, for a parent process that follows the run (Nuke with an external Python)."""
+
+    #: Seconds between StepDone lines (steps can take ~10 ms); the last step is always written.
+    STEP_INTERVAL = 0.25
+
+    def __init__(self, path: Optional[str]) -> None:
+        # open for the whole run (closed by close()): the parent reads the lines as they come
+        self.stream = Path(path).open("w", encoding="utf-8") if path else None  # noqa: SIM115
+        self.next_step = 0.0
+
+    def write(self, kind: str, **fields: Any) -> None:
+        if self.stream is not None:
+            self.stream.write(json.dumps({"event": kind, **fields}, default=str) + "\n")
+            self.stream.flush()
+
+    def __call__(self, event: Any) -> None:
+        """A training listener."""
+        from copycat_nuke.train import StepDone
+
+        if isinstance(event, StepDone):
+            now = time.monotonic()
+            if now < self.next_step and event.step < event.total_steps:
+                return
+            self.next_step = now + self.STEP_INTERVAL
+        self.write(type(event).__name__, **dataclasses.asdict(event))
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def _stop_on_eof(stop: threading.Event) -> None:
+    """``--stop-on-eof``: stop (as after Ctrl-C) when standard input closes. A parent (Nuke) closes it to
+    stop the run, and it closes by itself when the parent dies, so the run never outlives it."""
+
+    def watch(descriptor: int) -> None:
+        # os.read, not sys.stdin: a daemon thread blocked inside a buffered reader's lock aborts the
+        # interpreter's shutdown ("could not acquire lock for <stdin>")
+        with contextlib.suppress(OSError):
+            while os.read(descriptor, 4096):
+                pass
+        stop.set()
+
+    try:
+        descriptor = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no standard input (pythonw): nothing to watch
+        return
+    threading.Thread(target=watch, args=(descriptor,), name="copycat stop-on-eof", daemon=True).start()
+
+
+def _add_follow_options(parser: argparse.ArgumentParser) -> None:
+    """Options for a parent process that runs the command and follows it (Nuke with an external Python)."""
+    parser.add_argument("--events", metavar="FILE", help="write progress events to FILE as JSON lines")
+    parser.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        help="stop when standard input closes (training: after the step, with a checkpoint and model.cat; "
+        "inference: after the frame)",
+    )
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -185,6 +255,7 @@ def _add_train(sub: Any) -> None:
     )
     parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_follow_options(parser)
     parser.set_defaults(handler=_run_train)
 
 
@@ -202,9 +273,15 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     stop = threading.Event()
-    trainer = Trainer(config, [TqdmListener(args.quiet)], stop)
-    with _GracefulInterrupt(stop):
-        result = trainer.run()
+    events = _EventLog(args.events)
+    trainer = Trainer(config, [TqdmListener(args.quiet), events], stop)
+    if args.stop_on_eof:
+        _stop_on_eof(stop)
+    try:
+        with _GracefulInterrupt(stop):
+            result = trainer.run()
+    finally:
+        events.close()
     if trainer.dist.is_main:
         print(result.model_path)
     return 0
@@ -217,6 +294,7 @@ def _add_infer(sub: Any) -> None:
     parser.add_argument("input", help="input sequence: shot.####.exr, a directory or a file")
     parser.add_argument("output", help="output sequence, e.g. out/result.####.exr")
     _add_frame_options(parser)
+    _add_follow_options(parser)
     parser.set_defaults(handler=_run_infer)
 
 
@@ -289,15 +367,36 @@ def _frame_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _run_infer(args: argparse.Namespace) -> int:
     from copycat_nuke.infer import infer_sequence
 
-    bar, progress = _frame_progress(args.quiet, "Inference")
+    bar, show = _frame_progress(args.quiet, "Inference")
+    events = _EventLog(args.events)
+    stop = threading.Event()
+    if args.stop_on_eof:
+        _stop_on_eof(stop)
+    done: list[int] = []
+
+    def progress(count: int, total: int, frame: int, seconds: float) -> None:
+        show(count, total, frame, seconds)
+        done.append(frame)
+        events.write("FrameWritten", done=count, total=total, frame=frame, seconds=seconds)
+        if stop.is_set():
+            raise _Stopped
+
     try:
         written = infer_sequence(
             args.model, args.input, args.output, args.frames, progress=progress, **_frame_settings(args)
         )
+    except _Stopped:
+        print(f"copycat: stopped after {len(done)} frame(s): {args.output}", file=sys.stderr)
+        return 130
     finally:
         bar.close()
+        events.close()
     print(f"wrote {len(written)} frame(s): {args.output}")
     return 0
+
+
+class _Stopped(Exception):
+    """--stop-on-eof: standard input closed while frames were being written."""
 
 
 # ---------------------------------------------------------------------------------- upscale, deblur

@@ -2,21 +2,27 @@
 
 A job written next to its outputs (``config.yaml``) repeats with ``copycat train --config config.yaml``.
 Every field here is a CLI option, a YAML key and (with Nuke's knob name) a knob on the CopyCat node.
+
+Nuke's Python imports this module on a button press, also in a locked-down Nuke without pyyaml (training
+then runs in an external Python): it imports only the standard library at the top, pyyaml when YAML is
+read, and writes YAML without pyyaml when it is missing (:func:`flat_yaml`); Python 3.7 compatible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
+import json
 import math
 import os
+import re
 import tempfile
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
-
-import yaml
+from typing import Any, Dict, Optional, TypeVar, Union  # noqa: UP035 (Dict: see InferConfig.extra)
 
 from copycat_nuke.errors import ConfigError
 
@@ -125,7 +131,8 @@ class InferConfig:
     half: bool = False
     tile: Optional[int] = None  #: None: automatic; 0: the whole frame at once
     overlap: int = 64  #: as infer.DEFAULT_OVERLAP (tiled vs whole frame: 89 dB at 32 px, 108 dB at 64)
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: typing.Dict: from_dict evaluates these annotations (get_type_hints), and dict[...] needs Python 3.9
+    extra: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
     def validate(self) -> InferConfig:
         _check_choice("device", self.device, DEVICES)
@@ -174,13 +181,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "config") 
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
+    # __origin__/__args__ rather than typing.get_origin/get_args (Python 3.8+): Nuke 13 has Python 3.7
+    origin = getattr(hint, "__origin__", None)
     if origin is Union:
-        options = typing.get_args(hint)
+        options = getattr(hint, "__args__", ())
         if value is None and type(None) in options:
             return None
         (hint,) = [option for option in options if option is not type(None)]
-        origin = typing.get_origin(hint)
+        origin = getattr(hint, "__origin__", None)
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping (got {value!r})")
@@ -206,6 +214,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def load_yaml(cls: type[T], path: str | Path) -> T:
     """Read a config dataclass from a YAML file (``yaml.safe_load``: no code runs from it)."""
+    import yaml  # here, not at the top: Nuke imports this module where pyyaml may be missing
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -219,8 +229,47 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 
 
 def save_yaml(config: Any, path: str | Path) -> Path:
-    """Write a config dataclass as YAML, atomically."""
+    """Write a config dataclass as YAML, atomically (with the standard library where pyyaml is missing)."""
+    if importlib.util.find_spec("yaml") is None:  # a locked-down Nuke: looked up, never attempted
+        return write_text_atomic(path, flat_yaml(to_dict(config)))
+    import yaml
+
     return write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+_YAML_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?")
+
+
+def _yaml_scalar(value: Any, key: str) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        if not _YAML_FLOAT.fullmatch(text):  # YAML 1.1 (pyyaml) reads 1e-05 as text: write 1.0e-05
+            mantissa, _, exponent = text.partition("e")
+            text = mantissa + ".0" + ("e" + exponent if exponent else "")
+        return text
+    if isinstance(value, str):
+        # a JSON string is a YAML double-quoted scalar with the same escapes (ASCII only: \uXXXX for the rest)
+        return json.dumps(value, ensure_ascii=True)
+    raise ConfigError(f"cannot write {key}={value!r} as YAML without pyyaml: install pyyaml")
+
+
+def flat_yaml(data: Mapping[str, Any]) -> str:
+    """YAML for a mapping of scalars (None, bools, numbers, text), written with the standard library.
+
+    What a config dataclass holds; ``yaml.safe_load`` reads it back to equal values (tests check it). Nested
+    values raise :class:`ConfigError`.
+    """
+    return "".join(f"{key}: {_yaml_scalar(value, key)}\n" for key, value in data.items())
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -233,6 +282,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             stream.write(text)
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): Python 3.8+
+            os.unlink(temp)
         raise
     return path

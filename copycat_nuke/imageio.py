@@ -43,6 +43,7 @@ from copycat_nuke.errors import (
     ResolutionMismatchError,
     SequenceError,
 )
+from copycat_nuke.framelist import format_frame_list, parse_frame_list  # stdlib: Nuke imports them alone
 
 __all__ = [
     "Frame",
@@ -93,7 +94,6 @@ _LAYOUT_METADATA = frozenset(
 _MAIN_LAYERS = ("", "rgba", "rgb")
 _LONG_NAMES = {"red": "r", "green": "g", "blue": "b", "alpha": "a"}
 _CANONICAL_ORDERS = (("r", "g", "b", "a"), ("r", "g", "b"), ("y", "a"), ("y",))
-_MAX_FRAMES = 1_000_000
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -905,69 +905,6 @@ def _oiio_error(obj: oiio.ImageInput | oiio.ImageOutput | None = None) -> str:
     """OIIO's pending error message of ``obj`` (and the global one) on one line; reading clears them."""
     own = obj.geterror() if obj is not None else ""
     return " ".join(f"{own} {oiio.geterror()}".split())
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Frame lists
-
-_RANGE = re.compile(r"(?P<start>-?\d+)(?:-(?P<end>-?\d+)(?:x(?P<step>\d+))?)?")
-_FRAME_LIST_EXAMPLE = "e.g. '1001-1100', '1,5,9', '1-100x4' or '1-10,20,30-40x5'"
-
-
-def parse_frame_list(text: str) -> list[int]:
-    """Frames named by a Nuke-style frame list, sorted and unique.
-
-    Items are separated by commas and/or spaces: ``N``, ``A-B`` (inclusive) or ``A-BxS`` (every S-th frame
-    from A up to B). Negative frames are written with a minus: ``-5--1``.
-
-    Raises:
-        SequenceError: naming the text at fault and showing the right form.
-    """
-    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
-    if not items:
-        raise SequenceError(f"The frame list {text!r} is empty: name some frames, {_FRAME_LIST_EXAMPLE}.")
-    frames: set[int] = set()
-    for item in items:
-        match = _RANGE.fullmatch(item)
-        if match is None:
-            raise SequenceError(f"Cannot read {item!r} in the frame list {text!r}: write {_FRAME_LIST_EXAMPLE}.")
-        start = int(match.group("start"))
-        end = int(match.group("end")) if match.group("end") is not None else start
-        step = int(match.group("step") or 1)
-        if end < start or step < 1:
-            raise SequenceError(
-                f"Cannot read {item!r} in the frame list {text!r}: a range goes from the first frame up to "
-                f"the last with a step of 1 or more, {_FRAME_LIST_EXAMPLE}."
-            )
-        if len(frames) + (end - start) // step + 1 > _MAX_FRAMES:
-            raise SequenceError(f"The frame list {text!r} names more than {_MAX_FRAMES} frames.")
-        frames.update(range(start, end + 1, step))
-    return sorted(frames)
-
-
-def format_frame_list(frames: Sequence[int]) -> str:
-    """The shortest-reading frame list for ``frames`` (inverse of :func:`parse_frame_list`): ``"1-10,20"``.
-
-    Consecutive frames become ``A-B``; three or more frames with an equal step become ``A-BxS``.
-    """
-    values = sorted(set(frames))
-    parts: list[str] = []
-    i = 0
-    while i < len(values):
-        j = i + 1
-        if j < len(values):
-            step = values[j] - values[i]
-            while j + 1 < len(values) and values[j + 1] - values[j] == step:
-                j += 1
-            run = j - i + 1
-            if step == 1 or run >= 3:
-                suffix = f"x{step}" if step > 1 else ""
-                parts.append(f"{values[i]}-{values[j]}{suffix}")
-                i = j + 1
-                continue
-        parts.append(str(values[i]))
-        i += 1
-    return ",".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ Public API:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,9 +35,10 @@ from copycat_nuke.errors import CopyCatError, ImageIOError
 
 FloatArray = npt.NDArray[np.float64]
 Image8 = npt.NDArray[np.uint8]
-Colour = tuple[float, float, float]
+# typing's generics in these run-time aliases: the panel runs in Nuke 13's Python 3.7 (tuple[...] needs 3.9)
+Colour = typing.Tuple[float, float, float]  # noqa: UP006
 #: A 1-D series of numbers: a list, or a numpy array straight from the training log.
-Values = Union[Sequence[float], npt.NDArray[Any]]
+Values = Union[typing.Sequence[float], npt.NDArray[Any]]
 
 __all__ = [
     "contact_sheet",
@@ -162,7 +165,8 @@ def write_png_atomic(path: Union[str, os.PathLike[str]], image_uint8: Image8) ->
         _write_png(temp, image)
         os.replace(temp, target)
     except BaseException as exc:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): the panel runs on Python 3.7
+            temp.unlink()
         if isinstance(exc, OSError):
             raise ImageIOError(f"Cannot write {target}: {exc}.") from exc
         raise

@@ -66,7 +66,7 @@ def test_farm_session_trains_to_the_end_then_inference_renders_and_flags_a_stale
     run = tmp_path / "run"
     assert (run / "model.cat").is_file()
     # GroundTruth exists at frames 1-2 of its 1-3 range: only those became pairs, Input rendered to match
-    assert sorted(p.name for p in (run / "frames").iterdir()) == [
+    assert sorted(p.name for p in (run / "frames").glob("*.exr")) == [
         "groundtruth.0001.exr",
         "groundtruth.0002.exr",
         "input.0001.exr",

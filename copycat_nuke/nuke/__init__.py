@@ -21,8 +21,10 @@ Modules: ``knobs`` (knob names, typed access), ``gather`` (render inputs to EXR 
 ``inference`` (Inference/Upscale/Deblur), ``results`` (per-frame records), ``farm`` (render callback),
 ``legacy`` (scripts saved with the old class names), ``native`` (Nuke's own Inference node, Nuke 14+),
 ``panel`` (Show Panel), ``nodes`` (creating nodes, shipped networks, dependency checks), ``callbacks``
-(onCreate, knobChanged, Stop). torch is imported only when a job runs, so Nuke starts (and shows a clear
-message in the node) without it.
+(onCreate, knobChanged, Stop), ``external`` (training and rendering in an external Python where Nuke's
+cannot import torch). torch is imported only when a job runs in Nuke's Python, so Nuke starts (and shows a
+clear message in the node) without it; with an external Python the buttons use the standard library only,
+and all of this is Python 3.7 code (Nuke 13).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Optional
 import nuke
 
 from copycat_nuke.errors import CopyCatError
-from copycat_nuke.nuke import inference, jobs, knobs, nodes, training
+from copycat_nuke.nuke import external, inference, jobs, knobs, nodes, training
 
 _TOTAL_STEPS_KNOBS = frozenset({"epochs", "batchSize", "batchSizeType", "frames", "inputChange", "showPanel"})
 _STALE_KNOBS = frozenset({"inputChange", "showPanel", "frameRange", "optimize"})
@@ -23,7 +23,7 @@ def on_create(node: nuke.Node) -> None:
         inference.apply_legacy_precision(node)
         inference.restore_status(node)
     missing = nodes.missing_dependencies()
-    if missing:
+    if missing and external.configured_python(node) is None:  # with an external Python the buttons work
         knobs.set_status(node, nodes.dependencies_message(missing), warning=True)
     elif kind in nodes.SHIPPED and not knobs.path(node, "modelFile"):
         inference.model_path(node)  # puts "not installed" on the Status line when the network is missing

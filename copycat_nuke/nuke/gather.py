@@ -8,6 +8,7 @@ exactly as Nuke has them, which is what the trainer and ``infer`` read.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Optional
 import nuke
 
 from copycat_nuke.errors import CopyCatError
+from copycat_nuke.framelist import numbered_files
 from copycat_nuke.nuke import jobs
 
 #: Knob values of the temporary Write (set only where the knob exists in this Nuke version).
@@ -81,11 +83,10 @@ def _delete(write_name: str) -> None:
 
 def clear_sequence(pattern: str) -> None:
     """Delete the frames of a sequence we render into (left over from an earlier run)."""
-    from copycat_nuke.imageio import ImageSequence  # OpenImageIO: loaded only when a job runs
-
-    sequence = ImageSequence.parse(pattern)
-    for frame in sequence.existing_frames():
-        sequence.path(frame).unlink(missing_ok=True)
+    # stdlib only (no OpenImageIO): a locked-down Nuke renders here and trains in an external Python
+    for path in numbered_files(pattern).values():
+        with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): Python 3.8+
+            path.unlink()
 
 
 def render_frames(

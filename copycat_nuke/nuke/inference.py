@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import nuke
 
 from copycat_nuke.errors import CopyCatError
-from copycat_nuke.nuke import gather, jobs, knobs, nodes, results
+from copycat_nuke.nuke import external, gather, jobs, knobs, nodes, results
 
 #: Values of the hidden ``inferencePrecision`` knob (old scripts) that mean half precision / full precision.
 HALF_NAMES = frozenset({"half", "fp16", "float16", "bf16", "bfloat16", "mixed", "true", "1", "on", "yes"})
@@ -81,6 +81,7 @@ class RenderRequest:
     tile: Optional[int]
     overlap: int
     recipes: dict[str, results.Recipe]  #: by view: what the frames must be made from
+    python: Optional[str] = None  #: the external Python the model runs in; None: Nuke's own
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -105,17 +106,29 @@ def refresh_model(node: nuke.Node) -> None:
     knobs.set_value(node, "channelsIn", "")
     knobs.set_value(node, "channelsOut", "")
     path = model_path(node)
-    missing = nodes.missing_dependencies()
-    if missing:
-        raise CopyCatError(nodes.dependencies_message(missing))
+    described = describe(nodes.require_dependencies(node), path)
+    knobs.set_value(node, "channelsIn", ",".join(described["channels_in"]))
+    knobs.set_value(node, "channelsOut", ",".join(described["channels_out"]))
+    scale = f", x{described['scale']}" if described["scale"] != 1 else ""
+    if not check_stale(node):
+        knobs.set_status(node, f"Model {path.name} ({described['kind']}{scale}): press Render.")
+
+
+def describe(python: Optional[str], model: Path) -> dict[str, Any]:
+    """The model's manifest (channels_in/out, kind, scale, arguments), read in Nuke's Python or the external
+    one (which Nuke's may lack the libraries for)."""
+    if python is not None:
+        return external.describe_model(python, model)
     from copycat_nuke.catfile import read_manifest
 
-    manifest = read_manifest(path)
-    knobs.set_value(node, "channelsIn", ",".join(manifest.channels_in))
-    knobs.set_value(node, "channelsOut", ",".join(manifest.channels_out))
-    scale = f", x{manifest.scale}" if manifest.scale != 1 else ""
-    if not check_stale(node):
-        knobs.set_status(node, f"Model {path.name} ({manifest.kind}{scale}): press Render.")
+    manifest = read_manifest(model)
+    return {
+        "channels_in": list(manifest.channels_in),
+        "channels_out": list(manifest.channels_out),
+        "kind": manifest.kind,
+        "scale": manifest.scale,
+        "arguments": dict(manifest.arguments),
+    }
 
 
 def apply_legacy_precision(node: nuke.Node) -> None:
@@ -303,7 +316,7 @@ def output_pattern(node: nuke.Node) -> str:
 def _frames(node: nuke.Node) -> list[int]:
     text = knobs.text(node, "frameRange")
     if text:
-        from copycat_nuke.imageio import parse_frame_list
+        from copycat_nuke.framelist import parse_frame_list
 
         return parse_frame_list(text)
     first, last = gather.frame_range(node.fullName(), 0, "Input")
@@ -322,6 +335,7 @@ def refuse_proxy(node: nuke.Node) -> None:
 
 def read_request(node: nuke.Node, frames: Optional[Sequence[int]] = None) -> RenderRequest:
     """Main thread: what to compute for ``frames`` (default: the Frame Range) in every view, checked."""
+    python = nodes.require_dependencies(node)
     refuse_proxy(node)
     model = model_path(node)
     gather.upstream(node.fullName(), 0, "Input")
@@ -340,6 +354,7 @@ def read_request(node: nuke.Node, frames: Optional[Sequence[int]] = None) -> Ren
         tile=tile or None,
         overlap=overlap,
         recipes={view: recipe(node, model, view) for view in views},
+        python=python,
     )
 
 
@@ -354,15 +369,14 @@ def supported_keywords(function: Callable[..., Any], **keywords: Any) -> dict[st
 def compute(context: jobs.Context, request: RenderRequest) -> None:
     """Compute ``request.frames`` in every view: render the input to EXR in a folder of this process's own
     (farm chunks never share one), run the model, record each frame once it is on disk."""
-    from copycat_nuke.infer import infer_sequence
-
     if not request.frames:
         return
     safe_name = re.sub(r"[^\w.-]", "_", context.node_name)
     parent = Path(request.output).parent
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".copycat-input-{safe_name}-", dir=str(parent)))
-    temporal = _temporal(request.model)
+    described = describe(request.python, request.model)
+    temporal = int(described["arguments"].get("temporal", 0))  # neighbours the network sees on each side
     share = 100.0 / len(request.views)
     try:
         for number, view in enumerate(request.views):
@@ -380,17 +394,51 @@ def compute(context: jobs.Context, request: RenderRequest) -> None:
                     context, 0, "Input", source, extra, "all", view=view, skip_failures=True, progress=(start, 0.0)
                 )
             target = request.output.replace("%V", view).replace("%v", view[:1])
-            keywords = supported_keywords(
-                infer_sequence,
+            span = (start + share * 0.35, share * 0.65)
+            if request.python is None:
+                _infer_here(context, request, source, target, frames, view, span)
+                continue
+            written = external.run_infer(
+                context,
+                request.python,
+                request.model,
+                source,
+                target,
+                frames,
                 device=request.device,
                 half=request.half,
-                progress=_recorder(context, target, request.recipes[view], (start + share * 0.35, share * 0.65)),
                 tile=request.tile,
                 overlap=request.overlap,
+                progress=span,
+                log=None,  # in the temp folder: the work folder is removed when this ends
             )
-            infer_sequence(request.model, source, target, frames=frames, **keywords)
+            for frame in written:  # recorded once the command has finished every frame
+                results.write_record(results.frame_file(target, frame, view), request.recipes[view])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _infer_here(
+    context: jobs.Context,
+    request: RenderRequest,
+    source: str,
+    target: str,
+    frames: Sequence[int],
+    view: str,
+    span: tuple[float, float],
+) -> None:
+    """Run the model in Nuke's own Python, recording each frame as it lands."""
+    from copycat_nuke.infer import infer_sequence
+
+    keywords = supported_keywords(
+        infer_sequence,
+        device=request.device,
+        half=request.half,
+        progress=_recorder(context, target, request.recipes[view], span),
+        tile=request.tile,
+        overlap=request.overlap,
+    )
+    infer_sequence(request.model, source, target, frames=frames, **keywords)
 
 
 def _recorder(
@@ -407,13 +455,6 @@ def _recorder(
     return progress
 
 
-def _temporal(model: Path) -> int:
-    """Neighbouring frames on each side the model sees (0 for most models), from its manifest."""
-    from copycat_nuke import catfile
-
-    return int(catfile.read_manifest(model).arguments.get("temporal", 0))
-
-
 def _show_result(node_name: str, frames: Sequence[int], output: str) -> None:
     """Main thread: refresh the internal Read (frames re-rendered under the same names) and the Status."""
     node = gather.node(node_name)
@@ -427,7 +468,6 @@ def _show_result(node_name: str, frames: Sequence[int], output: str) -> None:
 
 def ensure(node: nuke.Node, frames: Sequence[int]) -> None:
     """Compute, here and now, the ``frames`` of the node whose result is missing or stale (farm renders)."""
-    nodes.require_dependencies()
     todo = missing_frames(node, frames, nuke.views())
     if todo:
         request = read_request(node, todo)
@@ -438,7 +478,6 @@ def ensure(node: nuke.Node, frames: Sequence[int]) -> None:
 @jobs.button
 def render(node: nuke.Node) -> None:
     """Render: compute the frames of the Frame Range whose result is missing or stale, in every view."""
-    nodes.require_dependencies()
     request = read_request(node)
     todo = missing_frames(node, request.frames, request.views)
     if not todo:

@@ -28,7 +28,7 @@ INFERENCE_KINDS = (INFERENCE, UPSCALE, DEBLUR)
 #: Upscale and Deblur never stand in for ours. The menu still says "CopyCat", "Inference", ...
 CLASSES = {COPYCAT: "CopyCatML", INFERENCE: "InferenceML", UPSCALE: "UpscaleML", DEBLUR: "DeblurML"}
 
-_COMMON = (KIND, "status", "useGPUIfAvailable")
+_COMMON = (KIND, "status", "useGPUIfAvailable", "pythonExecutable")
 _INFERENCE = (
     *_COMMON,
     "modelFile",

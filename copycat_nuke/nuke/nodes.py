@@ -1,16 +1,18 @@
-"""Creating our nodes, the shipped networks, and the check that Nuke's Python has our dependencies."""
+"""Creating our nodes, the shipped networks, and where the work runs: Nuke's Python when it has our
+dependencies, else an external Python (:mod:`copycat_nuke.nuke.external`)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Optional
 
 import nuke
 
 from copycat_nuke import pretrained
 from copycat_nuke.errors import CopyCatError
-from copycat_nuke.nuke import knobs
+from copycat_nuke.nuke import external, knobs
 
 #: Import names of the packages training and inference need, and their pip names.
 DEPENDENCIES = {
@@ -41,25 +43,41 @@ def require_shipped_model(name: str, *, instead: str) -> Path:
     return path
 
 
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install, or a module half-imported: not usable either
+        return False
+
+
 def missing_dependencies() -> list[str]:
     """The pip names of the packages Nuke's Python cannot import (checked without importing them)."""
-    return [pip for module, pip in DEPENDENCIES.items() if importlib.util.find_spec(module) is None]
+    return [pip for module, pip in DEPENDENCIES.items() if not _findable(module)]
 
 
 def dependencies_message(missing: list[str]) -> str:
+    """The two fixes for a Nuke whose Python lacks ``missing``: install them for it, or use another Python."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     return (
-        f"Nuke's Python {version} cannot import {', '.join(missing)}. Install them with Nuke's own Python "
-        f"(python3 -m pip install --target DIR {' '.join(missing)}) and set COPYCAT_NUKE_SITE=DIR before "
-        "starting Nuke; docs/nuke.md in copycat_nuke has the steps."
+        f"Nuke's Python {version} cannot import {', '.join(missing)}. Either install them with Nuke's own "
+        f"Python (python3 -m pip install --target DIR {' '.join(missing)}) and set COPYCAT_NUKE_SITE=DIR "
+        f"before starting Nuke, or train and render in another Python: set the node's Python Executable "
+        f"({external.KNOB}) or {external.ENV} to the python of a venv with copycat_nuke installed. "
+        "docs/nuke.md in copycat_nuke has the steps."
     )
 
 
-def require_dependencies() -> None:
-    """Raise a :class:`CopyCatError` with the install steps when torch & co. are missing."""
+def require_dependencies(node: Optional[nuke.Node] = None) -> Optional[str]:
+    """Main thread: where a button's work runs: the external Python (its path) when the node's
+    ``pythonExecutable`` knob or ``COPYCAT_PYTHON`` names one, else None for Nuke's own Python, which must
+    then import torch & co. Raises a :class:`CopyCatError` with both fixes when it cannot."""
+    python = external.configured_python(node)
+    if python is not None:
+        return python
     missing = missing_dependencies()
     if missing:
         raise CopyCatError(dependencies_message(missing))
+    return None
 
 
 def _check_ours(node: nuke.Node, kind: str) -> nuke.Node:

@@ -2,8 +2,12 @@
 
 Start Training reads the knobs on the main thread, then a job renders GroundTruth and Input at the training
 frames into ``<Data Directory>/frames/`` and trains there (checkpoints, contact sheets, loss log,
-``model.cat``) with :mod:`copycat_nuke.train`. Export Farm Job renders the same frames and writes
-``farm_job.yaml`` for ``copycat train --config``.
+``model.cat``) with :mod:`copycat_nuke.train`, or, with an external Python set (``pythonExecutable`` /
+``COPYCAT_PYTHON``), with ``copycat train`` in that Python (:mod:`copycat_nuke.nuke.external`). Export Farm
+Job renders the same frames and writes ``farm_job.yaml`` for ``copycat train --config``.
+
+Until training starts in Nuke's own Python, everything here uses the standard library only (no torch, numpy,
+OpenImageIO or pyyaml), so a locked-down Nuke with an external Python works.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import nuke
 
 from copycat_nuke.errors import CopyCatError
-from copycat_nuke.nuke import gather, jobs, knobs, nodes, results
+from copycat_nuke.framelist import format_frame_list, parse_frame_list
+from copycat_nuke.nuke import external, gather, jobs, knobs, nodes, results
 
 if TYPE_CHECKING:
     from copycat_nuke.config import TrainConfig
-    from copycat_nuke.train import CheckpointWritten, Event, Started, StepDone
+    from copycat_nuke.train import Event
 
 FRAMES_DIR = "frames"
 INPUT_PATTERN = "input.####.exr"
@@ -46,6 +51,7 @@ class TrainingRequest:
 
     config: TrainConfig  #: input/target are filled in once the frames are rendered
     frames: Optional[str]  #: the Training Frames knob, or None for "wherever GroundTruth renders"
+    python: Optional[str] = None  #: the external Python that trains, or None for Nuke's own
 
     @property
     def data_directory(self) -> Path:
@@ -79,9 +85,10 @@ def initial_weights(node: nuke.Node) -> str:
     raise CopyCatError(f"unknown Initial Weights {choice!r}: choose None, Checkpoint, Deblur or Upscale")
 
 
-def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
-    """Main thread: the CopyCat node's knobs as a :class:`TrainingRequest`, checked; errors name the knob."""
-    from copycat_nuke.config import MAX_TEMPORAL, TrainConfig  # pyyaml: loaded when a button is pressed
+def read_request(node: nuke.Node, *, resume: bool = False, python: Optional[str] = None) -> TrainingRequest:
+    """Main thread: the CopyCat node's knobs as a :class:`TrainingRequest`, checked; errors name the knob.
+    ``python``: the external Python that will train (None: Nuke's own)."""
+    from copycat_nuke.config import MAX_TEMPORAL, TrainConfig  # stdlib only (pyyaml when it reads YAML)
 
     directory = knobs.path(node, "dataDirectory")
     if not directory:
@@ -110,7 +117,7 @@ def read_request(node: nuke.Node, *, resume: bool = False) -> TrainingRequest:
     config.validate()
     if resume and not any((Path(config.out) / "checkpoints").glob("checkpoint.*.cat")):
         raise CopyCatError(f"nothing to resume in {config.out}: it has no checkpoints yet. Press Start Training.")
-    return TrainingRequest(config=config, frames=knobs.text(node, "frames") or None)
+    return TrainingRequest(config=config, frames=knobs.text(node, "frames") or None, python=python)
 
 
 def total_steps(epochs: int, pairs: int, batch_size: int) -> int:
@@ -139,10 +146,8 @@ def update_total_steps(node: nuke.Node) -> None:
     truth = node.input(knobs.GROUND_TRUTH)
     if frames:
         try:
-            from copycat_nuke.imageio import parse_frame_list
-
             pairs, about = len(parse_frame_list(frames)), ""
-        except (ImportError, CopyCatError) as error:
+        except CopyCatError as error:
             knobs.set_value(node, "totalSteps", f"total steps: {error}")
             return
     elif truth is not None:
@@ -222,8 +227,6 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
     """Render GroundTruth, then Input, at the training frames; the config with the sequences filled in.
 
     In a distributed run only rank 0 renders; the other ranks wait for its frames and train on them."""
-    from copycat_nuke.imageio import format_frame_list, parse_frame_list
-
     folder = request.data_directory / FRAMES_DIR
     truth_pattern, input_pattern = str(folder / TRUTH_PATTERN), str(folder / INPUT_PATTERN)
     marker, rank = folder / FRAMES_READY, distributed_rank()
@@ -255,38 +258,66 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
 
 
 class _Progress:
-    """A training listener (on the training thread): Status / ProgressTask, and log lines for farms."""
+    """Training progress on the Status line / ProgressTask, and log lines for farms: from the trainer's
+    events in Nuke's Python (:meth:`__call__`, a training listener), or from an external Python's event lines
+    (:meth:`external`). Both run on the job's thread."""
 
     def __init__(self, context: jobs.Context) -> None:
-        from copycat_nuke.train import CheckpointWritten, Started, StepDone  # torch: loaded by jobs only
-
-        self.started: type[Started] = Started
-        self.step_done: type[StepDone] = StepDone
-        self.checkpoint_written: type[CheckpointWritten] = CheckpointWritten
         self.context = context
         self.next_log = 0.0
 
     def __call__(self, event: Event) -> None:
+        from copycat_nuke.train import CheckpointWritten, Started, StepDone  # torch: loaded by jobs only
+
+        if isinstance(event, Started):
+            self.started(event.total_steps, event.pairs, event.batch_size, event.device, event.resolutions)
+        elif isinstance(event, StepDone):
+            self.step(event.step, event.total_steps, event.loss, event.eta_seconds)
+        elif isinstance(event, CheckpointWritten):
+            self.checkpoint(str(event.path))
+
+    def external(self, event: dict[str, Any]) -> None:
+        """An event line of ``copycat train --events`` (the same fields as the trainer's events)."""
+        kind = event.get("event")
+        try:
+            if kind == "Started":
+                self.started(
+                    int(event["total_steps"]),
+                    int(event["pairs"]),
+                    int(event["batch_size"]),
+                    str(event["device"]),
+                    str(event.get("resolutions", "off")),
+                )
+            elif kind == "StepDone":
+                self.step(
+                    int(event["step"]), int(event["total_steps"]), float(event["loss"]), float(event["eta_seconds"])
+                )
+            elif kind == "CheckpointWritten":
+                self.checkpoint(str(event["path"]))
+        except (KeyError, TypeError, ValueError):  # a line from another version: progress is not worth failing for
+            pass
+
+    def started(self, total_steps: int, pairs: int, batch_size: int, device: str, resolutions: str) -> None:
         context = self.context
-        if isinstance(event, self.started):
-            steps = f"{event.total_steps:,} steps ({event.pairs} pairs, batch {event.batch_size})"
-            context.post(_set_knob, context.node_name, "totalSteps", steps)
-            context.progress(0, f"training on {event.device}: {steps}", force=True)
-            if event.resolutions != "off":  # which coarse stages run, and why others do not
-                print(f"copycat_nuke: {context.node_name}: multi-resolution: {event.resolutions}", flush=True)
-        elif isinstance(event, self.step_done):
-            percent = 100.0 * event.step / max(event.total_steps, 1)
-            message = (
-                f"training: step {event.step:,}/{event.total_steps:,}, loss {event.loss:.4g}, "
-                f"{_duration(event.eta_seconds)} left"
-            )
-            context.progress(percent, message, force=event.step >= event.total_steps)  # the last step always shows
-            if not context.gui and time.monotonic() >= self.next_log:  # farm logs: a line every 30 s
-                self.next_log = time.monotonic() + 30
-                print(f"copycat_nuke: {context.node_name}: {message}", flush=True)
-            context.stop_requested()  # polls a terminal ProgressTask's Cancel and stops the trainer
-        elif isinstance(event, self.checkpoint_written) and not context.gui:
-            print(f"copycat_nuke: {context.node_name}: checkpoint {event.path}", flush=True)
+        steps = f"{total_steps:,} steps ({pairs} pairs, batch {batch_size})"
+        context.post(_set_knob, context.node_name, "totalSteps", steps)
+        context.progress(0, f"training on {device}: {steps}", force=True)
+        if resolutions != "off":  # which coarse stages run, and why others do not
+            print(f"copycat_nuke: {context.node_name}: multi-resolution: {resolutions}", flush=True)
+
+    def step(self, step: int, total_steps: int, loss: float, eta_seconds: float) -> None:
+        context = self.context
+        percent = 100.0 * step / max(total_steps, 1)
+        message = f"training: step {step:,}/{total_steps:,}, loss {loss:.4g}, {_duration(eta_seconds)} left"
+        context.progress(percent, message, force=step >= total_steps)  # the last step always shows
+        if not context.gui and time.monotonic() >= self.next_log:  # farm logs: a line every 30 s
+            self.next_log = time.monotonic() + 30
+            print(f"copycat_nuke: {context.node_name}: {message}", flush=True)
+        context.stop_requested()  # polls a terminal ProgressTask's Cancel and stops the trainer
+
+    def checkpoint(self, path: str) -> None:
+        if not self.context.gui:
+            print(f"copycat_nuke: {self.context.node_name}: checkpoint {path}", flush=True)
 
 
 def _duration(seconds: float) -> str:
@@ -303,12 +334,24 @@ def _set_knob(node_name: str, name: str, value: object) -> None:
 
 
 def _train(context: jobs.Context, request: TrainingRequest) -> None:
-    from copycat_nuke.train import Trainer, TrainingJob
-
     config = render_pairs(context, request)
     context.check_stop()
     context.progress(0, "training: preparing the network", force=True)
-    listeners = [_Progress(context)]
+    progress = _Progress(context)
+    if request.python is not None:  # the panel follows the run directory; Stop reaches it through the context
+        finished = external.run_train(context, config, request.python, progress.external)
+        _finished(
+            context,
+            bool(finished.get("stopped")),
+            int(finished.get("step", 0)),
+            int(finished.get("total_steps", 0)),
+            float(finished.get("final_loss", float("nan"))),
+            str(finished.get("model_path", "")),
+        )
+        return
+    from copycat_nuke.train import Trainer, TrainingJob
+
+    listeners = [progress]
     if context.gui:
         training = TrainingJob(config, listeners)
         context.attach_training(training)
@@ -317,18 +360,18 @@ def _train(context: jobs.Context, request: TrainingRequest) -> None:
             raise CopyCatError("training ended without a result")
     else:
         result = Trainer(config, listeners, context.stop_event).run()
-    done = "Stopped" if result.stopped else "Finished"
-    context.post(
-        jobs.set_status,
-        context.node_name,
-        f"{done} at step {result.steps:,}/{result.total_steps:,}, loss {result.final_loss:.4g}: {result.model_path}",
-        False,
-    )
+    _finished(context, result.stopped, result.steps, result.total_steps, result.final_loss, str(result.model_path))
+
+
+def _finished(context: jobs.Context, stopped: bool, steps: int, total: int, loss: float, model: str) -> None:
+    done = "Stopped" if stopped else "Finished"
+    message = f"{done} at step {steps:,}/{total:,}, loss {loss:.4g}: {model}"
+    context.post(jobs.set_status, context.node_name, message, False)
 
 
 def _start(node: nuke.Node, resume: bool) -> None:
-    nodes.require_dependencies()
-    request = read_request(node, resume=resume)
+    python = nodes.require_dependencies(node)
+    request = read_request(node, resume=resume, python=python)
     for index, label in ((knobs.INPUT, "Input"), (knobs.GROUND_TRUTH, "GroundTruth")):
         gather.upstream(node.fullName(), index, label)
     knobs.set_status(node, "Resuming training..." if resume else "Starting training...")
@@ -350,8 +393,10 @@ def resume_training(node: nuke.Node) -> None:
 
 @jobs.button
 def export_farm_job(node: nuke.Node) -> None:
-    """Export Farm Job: render the training pairs and write ``farm_job.yaml`` for ``copycat train --config``."""
-    nodes.require_dependencies()
+    """Export Farm Job: render the training pairs and write ``farm_job.yaml`` for ``copycat train --config``.
+
+    Needs neither torch nor an external Python: rendering is Nuke's, the YAML is written with the standard
+    library where pyyaml is missing."""
     request = read_request(node)
 
     def work(context: jobs.Context) -> None:
@@ -387,6 +432,9 @@ def create_inference(node: nuke.Node) -> None:
     created = nodes.new_node(knobs.INFERENCE, node.parent())
     created.setInput(0, node.input(knobs.INPUT))
     created.setXYpos(node.xpos(), node.ypos() + 80)
+    python, target = node.knob(external.KNOB), created.knob(external.KNOB)
+    if python is not None and target is not None:  # render where this node trains
+        target.setValue(python.value())
     knobs.set_value(created, "modelFile", str(model))
     inference.refresh_model(created)
     knobs.set_status(node, f"Created {created.name()} with {model.name}")

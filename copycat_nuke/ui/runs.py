@@ -11,6 +11,7 @@ The name shown for a run is the directory's name until the artist renames it; th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -159,7 +160,8 @@ def set_display_name(run_directory: PathLike, name: str) -> str:
     path = directory / DISPLAY_FILE
     try:
         if not name or name == directory.name:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): Nuke 13 has Python 3.7
+                path.unlink()
             return directory.name
         write_text_atomic(path, json.dumps({"name": name}, ensure_ascii=False) + "\n")
     except OSError as error:
