@@ -142,6 +142,9 @@ def test_external_inference_writes_the_frames(trained, tmp_path):
     assert seen["refused"] == []
     assert seen["channels"] == [["R", "G", "B"], ["R", "G", "B"]]
     assert seen["written"] == [1, 2, 3] and seen["frames_match"]
+    assert seen["records"] == [f"clean.{f:04d}.exr.json" for f in (1, 2, 3)]
+    assert seen["errors"] == [False, False, False], seen["error_text"]
+    assert seen["status"].startswith("Up to date: frames 1-3")
     for frame in (1, 2, 3):
         pixels = imageio.read_frame(tmp_path / "out" / f"clean.{frame:04d}.exr").pixels
         assert pixels.shape == (32, 48, 4)

@@ -124,8 +124,8 @@ def main() -> int:
     import nuke
 
     nuke.reset(gui=False)
-    init_globals = runpy.run_path(str(REPO / "init.py"), run_name="__main__")
-    del init_globals
+    # Nuke runs init.py in its __main__, where the gizmos' [python ...] checks are evaluated too
+    nuke.STATE.main_namespace.update(runpy.run_path(str(REPO / "init.py"), run_name="__main__"))
     import external_scenarios as scenarios  # the test's scenario functions, beside this file
 
     function: Callable[..., dict[str, Any]] = getattr(scenarios, scenario["function"])
