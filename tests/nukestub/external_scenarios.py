@@ -92,7 +92,7 @@ def train(nuke: Any, shot: dict[str, Any], work: str, python: str) -> dict[str, 
 
 
 def infer(nuke: Any, shot: dict[str, Any], model: str, output: str, python: str) -> dict[str, Any]:
-    from copycat_nuke.nuke import external, jobs
+    from copycat_nuke.nuke import external
 
     seen: dict[str, Any] = {}
     described = external.describe_model(python, Path(model))
