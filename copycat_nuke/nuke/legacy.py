@@ -8,13 +8,12 @@ script with our nodes renamed to CopyCatML, InferenceML... Standard library only
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Union
 
 from copycat_nuke.errors import CopyCatError
+from copycat_nuke.nuke import results
 
 #: Old class name -> new class name.
 RENAMED = {"CopyCat": "CopyCatML", "Inference": "InferenceML", "Upscale": "UpscaleML", "Deblur": "DeblurML"}
@@ -56,15 +55,5 @@ def migrate_script(path: Union[str, Path], out: Union[str, Path]) -> list[str]:
         renamed.append(name.group(1) if name else cls)
         return match.group(0).replace(f"{cls} {{", f"{RENAMED[cls]} {{", 1)
 
-    migrated = _NODE.sub(rename, text)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(migrated)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, str(target))
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    results.write_text(target, _NODE.sub(rename, text))
     return renamed

@@ -83,13 +83,18 @@ def write_record(output: Path, recipe: Recipe) -> None:
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` to ``path`` atomically (never half a file), readable by all."""
+    """Write ``record`` to ``path`` as JSON, atomically."""
+    write_text(path, json.dumps(record, sort_keys=True))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (never half a file, no temporary left behind), readable by all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(record, stream, sort_keys=True)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600: on a farm other users read the results
+            stream.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600: on a farm other users read these files
         os.replace(temporary, str(path))
     except BaseException:
         if os.path.exists(temporary):
