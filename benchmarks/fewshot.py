@@ -188,7 +188,7 @@ def run_effect(
         "seed": args.seed,
     }
     settings.update({key: value for key, value in variant.items() if not key.startswith("_")})
-    train_module.MULTI_RESOLUTION_MIN_EFFECT = float(variant.get("_min_effect", MIN_EFFECT))  # type: ignore[arg-type]
+    train_module.plan.MULTI_RESOLUTION_MIN_EFFECT = float(variant.get("_min_effect", MIN_EFFECT))  # type: ignore[arg-type]
     config = TrainConfig(**settings)  # type: ignore[arg-type]
     held_out = [f for f in frames if f not in TRAIN_FRAMES]
     curve = HeldOutCurve(inputs, truths, held_out)

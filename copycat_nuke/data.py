@@ -39,13 +39,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Optional, Union
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import torch
 
-from copycat_nuke.errors import ConfigError, ResolutionMismatchError, TrainingError
+from copycat_nuke import imageio, transfer
+from copycat_nuke.errors import ChannelError, ConfigError, FrameMissingError, ResolutionMismatchError, TrainingError
+
+if TYPE_CHECKING:
+    from copycat_nuke.config import TrainConfig
 
 __all__ = [
     "CELL_SIZE",
@@ -493,3 +497,165 @@ def epochs_for_steps(steps: int, pairs: int, batch_size: int) -> float:
     _check_steps_args(pairs, batch_size)
     _check_int(steps, "The number of steps", 0)
     return int(steps) * batch_size / pairs
+
+
+# ------------------------------------------------------------------------------ loading a job's pairs
+@dataclass
+class TrainingData:
+    """The frame pairs of a job, in working space, and where they came from."""
+
+    pairs: list[Pair]
+    frames: list[int]
+    channels_in: list[str]
+    channels_out: list[str]
+    scale: int = 1  #: Ground Truth size / Input size: 2 when the job trains an upscaler
+    left_out: list[int] = field(default_factory=list)  #: temporal jobs: frames whose neighbours are missing
+
+
+def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
+    """Read the Input/Ground Truth frames of a job into working-space :class:`Pair` s.
+
+    Training frames are ``config.frames`` or, when unset, every frame where the Ground Truth exists.
+    The first pair decides the scale: a Ground Truth format (display window) exactly twice its Input's
+    trains a ×2 upscaler. A pair trains on every pixel both of its frames cover (display and data windows
+    together, overscan included), aligned by their coordinates: see :func:`aligned_region`.
+    Raises a :class:`CopyCatError` naming the file or frame at fault before any training starts.
+    """
+    if not config.input or not config.target:
+        raise ConfigError("training needs an Input sequence (--input) and a Ground Truth sequence (--target)")
+    inputs = imageio.ImageSequence.parse(config.input)
+    targets = imageio.ImageSequence.parse(config.target)
+    try:
+        frames = targets.frames(config.frames)
+    except FrameMissingError as error:
+        if config.frames is None:
+            raise TrainingError(f"CopyCat needs at least 1 Input/Ground Truth pair: {error}") from None
+        raise
+    if not frames:
+        raise TrainingError(
+            f"no Ground Truth frames found for {config.target}: CopyCat needs at least 1 Input/Ground Truth pair"
+        )
+    inputs.frames(frames)  # every training frame needs its Input too: names the missing ones
+    neighbours = _NeighbourReader(inputs, config, working) if config.temporal else None
+    left_out: list[int] = []
+    if neighbours is not None:
+        left_out = [frame for frame in frames if not neighbours.complete(frame)]
+        frames = [frame for frame in frames if frame not in left_out]
+        if not frames:
+            raise TrainingError(
+                f"temporal {config.temporal}: every training frame ({imageio.format_frame_list(left_out)}) lacks a "
+                f"neighbouring Input frame within {config.temporal} frame(s) of it in {config.input}. Choose "
+                "Ground Truth frames away from the ends of the Input sequence, render the missing Input "
+                "frames, or train with temporal 0"
+            )
+        if left_out:
+            warnings.warn(
+                f"temporal {config.temporal}: left out the pair(s) at frame(s) "
+                f"{imageio.format_frame_list(left_out)}, whose neighbouring Input frames are not all in {config.input}",
+                stacklevel=2,
+            )
+    pairs: list[Pair] = []
+    channels_in: list[str] = []
+    channels_out: list[str] = []
+    scale = 0
+    for frame in frames:
+        source = imageio.read_frame(inputs.path(frame), config.channels_in)
+        truth = imageio.read_frame(targets.path(frame), config.channels_out)
+        if not scale:  # from the formats: overscan may differ between the two
+            shown, wanted = source.display_window, truth.display_window
+            ratios = {wanted.width / shown.width, wanted.height / shown.height}
+            ratio = ratios.pop() if len(ratios) == 1 else 1
+            scale = int(ratio) if ratio == int(ratio) and 1 <= ratio <= MAX_SCALE else 1
+        imageio.check_same_size(source, truth, frame=frame, scale=scale)
+        region = aligned_region(source, truth, frame, scale)
+        channels_in, channels_out = list(source.channels), list(truth.channels)
+        label = f"frame {frame}"
+        pixels = working.to_working(transfer.sanitize(source.pixels_in(region), f"Input {source.path}"))
+        if neighbours is not None:
+            pixels = stack_frames(pixels, neighbours.around(frame, source, region))
+        target = truth.pixels_in(region.scaled(scale))
+        pairs.append(
+            Pair(
+                input=pixels,
+                target=working.to_working(transfer.sanitize(target, f"Ground Truth {truth.path}")),
+                label=label,
+                frames=1 + 2 * config.temporal,
+            )
+        )
+    return TrainingData(
+        pairs=pairs,
+        frames=frames,
+        channels_in=channels_in,
+        channels_out=channels_out,
+        scale=scale or 1,
+        left_out=left_out,
+    )
+
+
+def aligned_region(source: imageio.Frame, truth: imageio.Frame, frame: int, scale: int = 1) -> imageio.Window:
+    """Where a pair trains, in Input pixel coordinates: the pixels both frames cover (each its display and
+    data windows together; the Ground Truth's divided by ``scale``).
+
+    The intersection, not the union: a pixel only one frame has would teach the network to make black
+    there (an Input with overscan beside a Ground Truth rendered without it trains on the format alone).
+    A change of coverage is warned about; the Ground Truth region is the result's ``scaled(scale)``.
+
+    Raises:
+        ResolutionMismatchError: they share less than 16×16 pixels, naming the frame and both files.
+    """
+    region = source.pixel_window.intersect(truth.pixel_window.shrunk(scale))
+    covers = (
+        f"the Input {source.path} covers {source.pixel_window} "
+        f"and the Ground Truth {truth.path} covers {truth.pixel_window}"
+    )
+    if min(region.width, region.height) < MIN_FRAME_SIZE:
+        raise ResolutionMismatchError(
+            f"frame {frame}: {covers}, which share {region.width}×{region.height} pixels (at the Input's scale); "
+            f"CopyCat needs at least {MIN_FRAME_SIZE}×{MIN_FRAME_SIZE} both have. Render both with the same "
+            "format and bounding box (e.g. the same Reformat and Crop) and train again."
+        )
+    if region != source.pixel_window or region.scaled(scale) != truth.pixel_window:
+        warnings.warn(f"frame {frame}: {covers}; training on the {region} (Input pixels) they both cover", stacklevel=3)
+    return region
+
+
+class _NeighbourReader:
+    """A temporal job's neighbouring Input frames, each read once, in working space."""
+
+    def __init__(self, inputs: imageio.ImageSequence, config: TrainConfig, working: transfer.Transfer) -> None:
+        if inputs.padding is None:
+            raise ConfigError(
+                f"temporal {config.temporal} needs an Input sequence with frame numbers, and {config.input} is "
+                "a single file: give a pattern such as plate.####.exr, or train with temporal 0"
+            )
+        self.inputs, self.channels, self.working = inputs, config.channels_in, working
+        self.offsets = temporal_offsets(config.temporal)
+        self.existing = set(inputs.existing_frames())
+        self.cache: dict[int, imageio.Frame] = {}  # linear, sanitised; placed per use (windows may move)
+
+    def complete(self, frame: int) -> bool:
+        return all(frame + offset in self.existing for offset in self.offsets)
+
+    def around(self, frame: int, centre: imageio.Frame, region: imageio.Window) -> list[np.ndarray]:
+        """The neighbours of ``frame`` over ``region`` (its pair's Input region), in working space."""
+        found = []
+        for number in (frame + offset for offset in self.offsets):
+            if number not in self.cache:
+                neighbour = imageio.read_frame(self.inputs.path(number), self.channels)
+                if list(neighbour.channels) != list(centre.channels):
+                    raise ChannelError(
+                        f"{neighbour.path} has the channels {', '.join(neighbour.channels)}, but the Input frame "
+                        f"{frame} beside it has {', '.join(centre.channels)}: a temporal job needs the same "
+                        "channels in every Input frame"
+                    )
+                self.cache[number] = replace(
+                    neighbour, pixels=transfer.sanitize(neighbour.pixels, f"Input {neighbour.path}")
+                )
+            cached, format_ = self.cache[number].display_window, centre.display_window
+            if (cached.width, cached.height) != (format_.width, format_.height):  # checked on every use
+                raise ResolutionMismatchError(
+                    f"{self.inputs.path(number)} is {cached.width}×{cached.height} but the Input frame {frame} beside "
+                    f"it is {format_.width}×{format_.height}: a temporal job needs every Input frame the same size"
+                )
+            found.append(self.working.to_working(self.cache[number].pixels_in(region)))
+        return found

@@ -30,6 +30,7 @@ FILES = (
     "copycat_nuke/errors.py",
     "copycat_nuke/config.py",
     "copycat_nuke/framelist.py",
+    "copycat_nuke/rundir.py",
     "copycat_nuke/pretrained/__init__.py",
     "copycat_nuke/nuke",
     # Show Panel (where Qt, numpy, OpenImageIO and pyyaml are there for it, torch need not be)

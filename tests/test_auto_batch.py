@@ -42,7 +42,7 @@ def job(directory: Path, **overrides: object) -> TrainConfig:
 
 @pytest.mark.parametrize(("step_seconds", "expected"), [(1e9, 3), (1e-9, 1)])
 def test_a_cpu_batch_is_what_keeps_a_step_short_and_never_more_than_the_pairs(monkeypatch, step_seconds, expected):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", step_seconds)
+    monkeypatch.setattr(train.plan, "AUTO_CPU_STEP_SECONDS", step_seconds)
     model = build_model("msrn", msrn_arguments("small"))
     batch, how = auto_batch_size(model, resolve_runtime("cpu", "fp32"), 3, 3, 32, 1, pairs=3)
     assert batch == expected
@@ -62,7 +62,7 @@ def test_the_probe_leaves_the_weights_and_the_random_stream_alone():
 
 
 def test_auto_batch_is_reported_in_the_events_and_the_manifest(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)
+    monkeypatch.setattr(train.plan, "AUTO_CPU_STEP_SECONDS", 1e9)
     events: list[object] = []
     result = train_model(job(tmp_path), listeners=[events.append])
     started = next(e for e in events if isinstance(e, Started))
@@ -79,7 +79,7 @@ def test_a_set_batch_size_is_used_as_it_is(tmp_path):
 
 
 def test_resume_keeps_the_automatic_batch_of_the_run_it_continues(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe picks 3 (all pairs)
+    monkeypatch.setattr(train.plan, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe picks 3 (all pairs)
     whole = train_model(job(tmp_path / "a"))
     stop = threading.Event()
 
@@ -89,7 +89,7 @@ def test_resume_keeps_the_automatic_batch_of_the_run_it_continues(tmp_path, monk
 
     config = job(tmp_path / "b")
     first = Trainer(config, [stop_at_three], stop).run()
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e-9)  # a new probe would now pick 1
+    monkeypatch.setattr(train.plan, "AUTO_CPU_STEP_SECONDS", 1e-9)  # a new probe would now pick 1
     events: list[object] = []
     resumed = train_model(config, resume=True, listeners=[events.append])
     started = next(e for e in events if isinstance(e, Started))

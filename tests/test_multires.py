@@ -133,15 +133,15 @@ def test_a_local_effect_takes_its_coarse_stages_on_full_resolution_crops(tmp_pat
         imageio.write_frame(tmp_path / f"gt.{frame:04d}.exr", clean, "rgb", pixel_type="float")
     downscaled: list[int] = []
     real = train.downscale_pairs
-    monkeypatch.setattr(train, "downscale_pairs", lambda pairs, f, w: downscaled.append(f) or real(pairs, f, w))
+    monkeypatch.setattr(train.loop, "downscale_pairs", lambda pairs, f, w: downscaled.append(f) or real(pairs, f, w))
     events: list[object] = []
     job = config(tmp_path / "job", input=str(tmp_path / "in.####.exr"), target=str(tmp_path / "gt.####.exr"))
     result = train_model(job, listeners=[events.append])
     assert input_shapes(batches) == [(2, 3, 32, 32)] * 2 + [(2, 3, 32, 32)] * 2 + [(2, 3, 64, 64)] * 6
     assert downscaled == []  # the crops come from the full-resolution pairs
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.resolutions.startswith("a local effect (100% of it in the 5% of pixels that change most); ")
-    assert "1/4 for steps 1-2 (32-pixel crops at full resolution)" in started.resolutions
+    assert (started.plan.stages, started.plan.stage_crops, started.plan.fine) == ((4, 2), True, False)
+    assert "1/4 for steps 1-2 (32-pixel crops at full resolution)" in started.resolutions  # and says why
     assert catfile.read_manifest(result.model_path).training["multi_resolution"] == started.resolutions
     stop = threading.Event()  # and a run stopped inside a stage resumes into the same batches
 
@@ -178,13 +178,12 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     result = train_model(job, listeners=[events.append])
     assert input_shapes(batches) == [(2, 3, 64, 64)] * 10
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.resolutions.startswith("1/4 skipped (only ")
-    assert "of the effect survives it" in started.resolutions
-    assert started.resolutions.endswith(": full resolution throughout")
+    assert (started.plan.stages, started.plan.fine) == ((), True)
+    assert "of the effect survives it" in started.resolutions  # and says why
     manifest = catfile.read_manifest(result.model_path)
     assert manifest.training["multi_resolution"] == started.resolutions
     # ... and, being finer than every coarse stage, with the loss weighted toward full resolution
-    assert started.level_weights == "pixels (auto: pixels, the effect being finer than every coarse stage)"
+    assert (started.plan.level_weights, started.plan.repeat_weights) == ("pixels", "auto")
     assert manifest.config["level_weights"] == "pixels"
     assert manifest.training["level_weights_choice"].startswith("auto: pixels")
     assert "level_weights: auto" in (tmp_path / "job" / "run" / "config.yaml").read_text()  # repeats as asked
@@ -193,7 +192,7 @@ def test_a_pixel_scale_effect_trains_at_full_resolution_and_says_why(tmp_path, b
     refine = config(tmp_path / "refine", **write_soften_pairs(tmp_path), initial_weights=str(result.model_path))
     train_model(refine, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.level_weights == "equal (auto: equal, as the initial weights were trained)"
+    assert started.plan.fine and started.plan.level_weights == "equal"
 
 
 @pytest.mark.parametrize("size, weights", [("medium", "pixels"), ("large", "equal")])
@@ -202,8 +201,8 @@ def test_a_fine_effect_with_two_patches_per_step_takes_pixel_level_weights_up_to
     job = config(tmp_path / "job", **write_soften_pairs(tmp_path), model_size=size)
     result = train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.resolutions.endswith(": full resolution throughout")  # fine, as on Small above
-    assert started.level_weights.startswith(f"{weights} (auto: {weights}, the effect being finer than every coarse")
+    assert started.plan.fine and started.plan.stages == ()  # fine, as on Small above
+    assert started.plan.level_weights == weights
     assert catfile.read_manifest(result.model_path).config["level_weights"] == weights
 
 
@@ -220,15 +219,14 @@ def test_fine_level_weights_are_taken_where_they_were_measured():
 
 
 def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, batches, monkeypatch):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe alone would take all three pairs
+    monkeypatch.setattr(train.plan, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe alone would take all three pairs
     events: list[object] = []
     pairs = write_soften_pairs(tmp_path, frames=(1, 2, 3))
     job = config(tmp_path / "job", **pairs, batch_size=None, steps=None, epochs=3, device="cpu")
     result = train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.batch_size == 2 and started.total_steps == 5  # 3 epochs of 3 pairs, two pairs per step
-    assert started.batch_choice.startswith("auto: 2 per step: the effect is finer than the coarse stages")
-    assert "the probe alone would take 3: " in started.batch_choice
+    assert (started.plan.batch_size, started.plan.total_steps) == (2, 5)  # 3 epochs of 3 pairs, two per step
+    assert "the probe alone would take 3: " in started.plan.batch_choice
     assert input_shapes(batches) == [(2, 3, 64, 64)] * 5
     training = catfile.load_cat(result.model_path).manifest.training
     assert training["batch_size"] == 2 and training["batch_size_choice"] == started.batch_choice
@@ -243,18 +241,18 @@ def test_on_a_cpu_an_automatic_batch_for_a_fine_effect_is_two_patches(tmp_path, 
     again = config(tmp_path / "again", **pairs, batch_size=None, steps=None, epochs=3, device="cpu")
     first = Trainer(again, [stop_there], stop).run()
     events.clear()
-    monkeypatch.setattr(train, "FINE_EFFECT_CPU_BATCH", 1)  # so a new choice would differ from the kept one
+    monkeypatch.setattr(train.plan, "FINE_EFFECT_CPU_BATCH", 1)  # so a new choice would differ from the kept one
     resumed = train_model(again, resume=True, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
     assert (started.batch_size, started.total_steps, started.start_step) == (2, 5, 2)
     assert "kept from checkpoint.0000002.cat" in started.batch_choice
-    assert started.level_weights.startswith("pixels (auto: ")  # chosen again, as the checkpoint has it
+    assert started.plan.level_weights == "pixels"  # chosen again, as the checkpoint has it
     assert first.losses + resumed.losses == result.losses
 
 
 @pytest.mark.parametrize("fine", [True, False])
 def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, monkeypatch, fine):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)
+    monkeypatch.setattr(train.plan, "AUTO_CPU_STEP_SECONDS", 1e9)
     events: list[object] = []
     # a fine effect with multi-resolution off (the engine issue's trainer), or a grade, whose stages run
     frames = (1, 2, 3)
@@ -266,20 +264,21 @@ def test_the_probes_batch_stays_where_stages_run_or_the_plan_is_off(tmp_path, mo
     job = config(tmp_path / "job", **pairs, batch_size=None, steps=10, multi_resolution=not fine, device="cpu")
     train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.batch_size == 3 and started.batch_choice.startswith("auto: ")
-    assert "finer than the coarse stages" not in started.batch_choice
-    assert started.resolutions == "off" if fine else started.resolutions.startswith("1/4 for steps 1-2")
-    assert started.level_weights == "equal (auto: equal)"  # pixels is for a fine effect the plan has seen
+    assert started.plan.batch_size == 3 and not started.plan.fine
+    assert started.plan.stages == (() if fine else (4, 2))
+    assert started.plan.level_weights == "equal"  # pixels is for a fine effect the plan has seen
 
 
 def test_a_fine_effect_keeps_a_probe_batch_no_larger_than_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "AUTO_CPU_STEP_SECONDS", 1e9)  # the probe takes both pairs: 2, as a fine effect would
+    monkeypatch.setattr(
+        train.plan, "AUTO_CPU_STEP_SECONDS", 1e9
+    )  # the probe takes both pairs: 2, as a fine effect would
     events: list[object] = []
     job = config(tmp_path / "job", **write_soften_pairs(tmp_path), batch_size=None, steps=10, device="cpu")
     train_model(job, listeners=[events.append])
     (started,) = [event for event in events if isinstance(event, Started)]
-    assert started.resolutions.startswith("1/4 skipped (only ") and "no steps" not in started.resolutions  # fine
-    assert started.batch_size == 2 and "finer than the coarse stages" not in started.batch_choice
+    assert started.plan.fine and started.plan.batch_size == 2
+    assert "finer than the coarse stages" not in started.plan.batch_choice  # the probe's own choice
 
 
 def test_the_plan_is_in_the_log_and_the_manifest(tmp_path, capsys):

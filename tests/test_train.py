@@ -296,7 +296,7 @@ def test_the_level_weights_setting_reaches_the_loss_and_the_manifest(tmp_path, m
         seen.append(level_weights)
         return original(outputs, target, kind, level_weights)
 
-    monkeypatch.setattr(train, "multiscale_loss", spy)
+    monkeypatch.setattr(train.loop, "multiscale_loss", spy)
     # (batch_size is set by tiny_config: an automatic one's probe step would call the loss too)
     result = train_model(tiny_config(tmp_path, steps=2, level_weights="pixels", checkpoint_interval=2))
     assert seen == ["pixels", "pixels"]  # not the function's default (equal)
@@ -331,7 +331,7 @@ def test_the_gradient_guard_tames_a_blow_up_and_a_resumed_run_keeps_its_history(
     from copycat_nuke.gradients import GradientGuard
 
     # A learning rate 10× too high blows this job up at step 3; a warm-up of 2 steps lets the guard act at once.
-    monkeypatch.setattr(train, "GradientGuard", lambda factor: GradientGuard(factor, warmup=2))
+    monkeypatch.setattr(train.loop, "GradientGuard", lambda factor: GradientGuard(factor, warmup=2))
     settings = dict(steps=12, learning_rate=5e-3, gradient_clip=4.0)
     whole = train_model(tiny_config(tmp_path / "a", checkpoint_interval=6, **settings))
     clipped = catfile.read_manifest(whole.model_path).training["gradient_clipped_steps"]
@@ -362,8 +362,8 @@ def test_a_run_that_diverges_stops_with_an_error_naming_the_step_and_what_to_do(
     # The learning rate 10× too high of the guard's test blows this job up at step 3 (0.013, 0.22, then 1.2e3,
     # 7.6, 3.9e3, 0.76, 77, 1.5e2, 13, 28): with a window of 2 steps and a streak of 4, steps 7-10 are all over
     # 100× the median of steps 1-2, the lowest the run had, so it stops at step 10.
-    monkeypatch.setattr(train, "DIVERGENCE_WINDOW", 2)
-    monkeypatch.setattr(train, "DIVERGENCE_STEPS", 4)
+    monkeypatch.setattr(train.loop, "DIVERGENCE_WINDOW", 2)
+    monkeypatch.setattr(train.loop, "DIVERGENCE_STEPS", 4)
     config = tiny_config(tmp_path / "a", steps=12, learning_rate=5e-3, gradient_clip=0.0, checkpoint_interval=100)
     with pytest.raises(TrainingError, match=r"training diverged at step 10: .*\(--gradient-clip 10,") as caught:
         train_model(config)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import nuke
 
+from copycat_nuke import rundir
 from copycat_nuke.errors import CopyCatError
 from copycat_nuke.framelist import format_frame_list, parse_frame_list
 from copycat_nuke.nuke import external, gather, jobs, knobs, nodes, results
@@ -115,7 +116,7 @@ def read_request(node: nuke.Node, *, resume: bool = False, python: Optional[str]
     if not 0 <= config.temporal <= MAX_TEMPORAL:
         raise CopyCatError(f"Temporal Frames is {config.temporal}: set it to 0 (one frame) up to {MAX_TEMPORAL}")
     config.validate()
-    if resume and not any((Path(config.out) / "checkpoints").glob("checkpoint.*.cat")):
+    if resume and rundir.latest_checkpoint(config.out) is None:
         raise CopyCatError(f"nothing to resume in {config.out}: it has no checkpoints yet. Press Start Training.")
     return TrainingRequest(config=config, frames=knobs.text(node, "frames") or None, python=python)
 
@@ -425,10 +426,10 @@ def create_inference(node: nuke.Node) -> None:
     directory = knobs.path(node, "dataDirectory")
     model = Path(directory) / "model.cat" if directory else None
     if model is None or not model.is_file():
-        checkpoints = sorted(Path(directory).glob("checkpoints/checkpoint.*.cat")) if directory else []
-        if not checkpoints:
+        latest = rundir.latest_checkpoint(directory) if directory else None
+        if latest is None:
             raise CopyCatError(f"there is no model.cat in '{directory}' yet: train first (Start Training)")
-        model = checkpoints[-1]
+        model = latest
     created = nodes.new_node(knobs.INFERENCE, node.parent())
     created.setInput(0, node.input(knobs.INPUT))
     created.setXYpos(node.xpos(), node.ypos() + 80)
