@@ -667,9 +667,12 @@ def _check_resume_entries(manifest: Manifest, entries: Mapping[str, tuple[str, t
                 f"{RESUME_TENSORS}: tensor 'rng/torch' is {dtype} {list(shape)}; a torch RNG state is U8, 1-D"
             )
     if total > budget:
+        sizes = {name: _numel(shape) * _DTYPE_SIZES[dtype] for name, (dtype, shape) in entries.items()}
+        largest = max(sizes, key=lambda name: sizes[name])
         raise _Invalid(
-            f"{RESUME_TENSORS} declares {total} bytes of tensors, more than the resume state of this "
-            f"{manifest.architecture} network can need ({budget}); the checkpoint is damaged or hostile"
+            f"{RESUME_TENSORS} declares {total} bytes of tensors (the largest, {largest!r}, declares "
+            f"{sizes[largest]} bytes), more than the resume state of this {manifest.architecture} network can "
+            f"need ({budget}); the checkpoint is damaged or hostile"
         )
 
 
