@@ -109,9 +109,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at most {MAX_COUNT} (got {value})")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED} (got {self.seed})")
-        for name in ("learning_rate", "difference_share", "gradient_clip"):
-            if not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"{name} must be a finite number (got {getattr(self, name)})")
         if self.crop_size < 16:
             raise ConfigError(f"crop_size must be at least 16 pixels (got {self.crop_size})")
         _check_choice("model_size", self.model_size.lower(), MODEL_SIZES)
@@ -271,7 +268,7 @@ def resolve_paths(data: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
     to where training started; where a path exists only that way (or ``out`` names the run the file sits
     in), that reading is kept so old runs still resume.
     """
-    folder = Path(base).absolute()
+    folder = Path(os.path.abspath(base))
     resolved = dict(data)
     for key in PATH_SETTINGS:
         value = resolved.get(key)
@@ -279,8 +276,8 @@ def resolve_paths(data: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
             continue
         if key == "initial_weights" and value.lower() in NAMED_WEIGHTS:
             continue
-        beside = folder / value
-        legacy = Path(value).absolute()
+        beside = Path(os.path.normpath(folder / os.path.expanduser(value)))
+        legacy = Path(os.path.abspath(os.path.expanduser(value)))
         if key == "out" and not beside.exists() and Path(value).name == folder.name and _is_run(folder):
             resolved[key] = str(folder)  # an old run's own config.yaml, read from elsewhere
         elif not _exists(beside) and _exists(legacy):

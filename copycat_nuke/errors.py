@@ -70,6 +70,9 @@ def exit_status(error: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(error, (TrainingDivergedError, NonFiniteOutputError)):
         return EXIT_DIVERGED
+    # Until the trainer raises TrainingDivergedError itself, its divergence message is recognised here.
+    if isinstance(error, TrainingError) and str(error).startswith("training diverged"):
+        return EXIT_DIVERGED
     if isinstance(error, ConfigError):
         return EXIT_USAGE
     if isinstance(error, (CatFileError, ImageIOError, SequenceError)):
