@@ -398,6 +398,10 @@ def describe(path: PathLike) -> dict[str, Any]:
         with archive.open(infos[WEIGHTS]) as stream:
             entries, data_bytes, _ = _read_safetensors_header(stream, infos[WEIGHTS])
         _check_weight_entries(manifest, entries)
+        if manifest.kind == "checkpoint":  # the resume state's headers too: info refuses what loading would
+            _, check = _resume_checker(archive, infos, manifest)
+            with archive.open(infos[RESUME_TENSORS]) as stream:
+                check(_read_safetensors_header(stream, infos[RESUME_TENSORS])[0])
         file_bytes = source.stat().st_size
     parameters = sum(_numel(shape) for _, shape in entries.values())
     return {
@@ -889,7 +893,10 @@ def _read_safetensors(
 # -------------------------------------------------------------------------------------------- resume
 
 
-def _read_resume(archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], manifest: Manifest) -> ResumeState:
+def _resume_checker(
+    archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], manifest: Manifest
+) -> tuple[Any, Callable[[Mapping[str, tuple[str, tuple[int, ...]]]], None]]:
+    """``resume.yaml``'s data, checked, and the check its tensors' safetensors header must pass."""
     data = _load_yaml(_read_member(archive, infos[RESUME]), RESUME)
     _check_resume_data(data)
     references = _tensor_references(data)
@@ -904,6 +911,11 @@ def _read_resume(archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo],
             )
         _check_resume_entries(manifest, entries)
 
+    return data, check
+
+
+def _read_resume(archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], manifest: Manifest) -> ResumeState:
+    data, check = _resume_checker(archive, infos, manifest)
     tensors = _read_safetensors(archive, infos[RESUME_TENSORS], check)
     revived = _revive(data, tensors)
     return ResumeState(

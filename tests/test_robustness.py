@@ -146,6 +146,8 @@ def test_resume_tensors_larger_than_the_network_can_need_are_refused_before_read
     rewrite_member(path, "resume.safetensors", catfile._save_safetensors(tensors))
     with pytest.raises(CatFileError, match=r"c\.cat: resume\.safetensors.*'extra/blob', declares \d+ bytes"):
         catfile.load_cat(path)
+    with pytest.raises(CatFileError, match="'extra/blob', declares"):
+        catfile.describe(path)  # `copycat info` refuses it too
     # a header that declares gigabytes must come with gigabytes of member: the zip directory says so first
     tensors["extra/blob"] = torch.zeros(4 << 20)
     rewrite_member(path, "resume.safetensors", catfile._save_safetensors(tensors))
