@@ -310,7 +310,9 @@ def _run_train(args: argparse.Namespace) -> int:
         events.close()
     if trainer.dist.is_main:
         print(result.model_path)
-    return 0
+    # Stopped early (Ctrl-C, SIGTERM, --stop-on-eof): model.cat and a checkpoint exist, but the job is not
+    # done; a farm manager requeues it with --resume.
+    return EXIT_INTERRUPTED if result.stopped else 0
 
 
 # ------------------------------------------------------------------------------------------- infer

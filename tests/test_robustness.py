@@ -432,3 +432,21 @@ def test_stale_temp_files_of_a_killed_infer_are_removed_by_the_rerun(tmp_path):
     (out / ".o.0002.exr.tmp-1a2b3c4d").write_bytes(b"half")
     infer.infer_sequence(str(model), source, str(out / "o.####.exr"), device="cpu")
     assert sorted(os.listdir(out)) == ["o.0001.exr", "o.0002.exr"]
+
+
+def test_a_training_run_stopped_early_exits_with_the_interrupted_status(tmp_path, monkeypatch, capsys):
+    from copycat_nuke import train
+
+    class StoppedTrainer:
+        """A Trainer whose run was stopped by Ctrl-C or SIGTERM after writing a checkpoint and model.cat."""
+
+        def __init__(self, config: TrainConfig, listeners: Any, stop: Any) -> None:
+            self.dist = type("Dist", (), {"is_main": True})()
+
+        def run(self) -> train.TrainResult:
+            return train.TrainResult(tmp_path / "model.cat", tmp_path, 3, 10, True, 0.1, 1.0)
+
+    monkeypatch.setattr(train, "Trainer", StoppedTrainer)
+    args = ["train", "--input", "a.####.exr", "--target", "b.####.exr", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == errors.EXIT_INTERRUPTED
+    assert capsys.readouterr().out.strip().endswith("model.cat")
