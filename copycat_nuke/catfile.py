@@ -46,6 +46,7 @@ from torch import nn
 
 from copycat_nuke.errors import CatFileError, ConfigError
 from copycat_nuke.models import ARCHITECTURES, validate_arguments
+from copycat_nuke.transfer import Transfer
 
 #: The format this version writes. It reads every version from 1 up to this one.
 FORMAT_VERSION = 1
@@ -83,6 +84,11 @@ RATIO_CHECK_MIN_BYTES = 1 << 20
 MAX_DEPTH = 32
 #: Longest channel name.
 MAX_CHANNEL_NAME = 64
+#: Bytes of resume tensors allowed beyond the optimizer's per-parameter state: RNG states (torch's CPU
+#: generator is 5056 bytes; CUDA's 16 per device) and small scalars, with room to spare.
+RESUME_EXTRA_BYTES = 1 << 20
+#: Optimizer state tensors per parameter: Adam's exp_avg and exp_avg_sq (AMSGrad adds max_exp_avg_sq).
+OPTIMIZER_STATES_PER_PARAMETER = 3
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Reserved keys that carry what YAML cannot say directly in resume.yaml: tuples (Adam's betas must come
@@ -111,6 +117,13 @@ _DTYPE_SIZES = {
 _FLOAT_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    """The safetensors name of a tensor's dtype (as its header will say)."""
+    names = {**_FLOAT_DTYPES, torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.int32: "I32"}
+    names.update({torch.int64: "I64", torch.bool: "BOOL"})
+    return names.get(tensor.dtype, str(tensor.dtype))
 
 
 @dataclass
@@ -261,6 +274,7 @@ def _encode_members(
             "extra": _to_plain(resume.extra, "extra", 0, tensors),
         }
         _check_resume_data(resume_plain)
+        _check_resume_entries(manifest, {name: (_dtype_name(t), tuple(t.shape)) for name, t in tensors.items()})
         resume_bytes = _dump_yaml(resume_plain)
         if len(resume_bytes) > MAX_RESUME_YAML_BYTES:
             raise _Invalid(f"{RESUME} would be {len(resume_bytes)} bytes (limit {MAX_RESUME_YAML_BYTES})")
@@ -353,7 +367,7 @@ def load_cat(path: PathLike, *, map_location: str | torch.device = "cpu") -> Cat
     with _problems_reported(source), _open_cat(source) as (archive, infos, manifest):
         weights = _read_safetensors(archive, infos[WEIGHTS], lambda entries: _check_weight_entries(manifest, entries))
         _check_finite(weights)
-        resume = _read_resume(archive, infos) if manifest.kind == "checkpoint" else None
+        resume = _read_resume(archive, infos, manifest) if manifest.kind == "checkpoint" else None
         preview = None
         if PREVIEW in infos:
             preview = _read_member(archive, infos[PREVIEW])
@@ -384,6 +398,10 @@ def describe(path: PathLike) -> dict[str, Any]:
         with archive.open(infos[WEIGHTS]) as stream:
             entries, data_bytes, _ = _read_safetensors_header(stream, infos[WEIGHTS])
         _check_weight_entries(manifest, entries)
+        if manifest.kind == "checkpoint":  # the resume state's headers too: info refuses what loading would
+            _, check = _resume_checker(archive, infos, manifest)
+            with archive.open(infos[RESUME_TENSORS]) as stream:
+                check(_read_safetensors_header(stream, infos[RESUME_TENSORS])[0])
         file_bytes = source.stat().st_size
     parameters = sum(_numel(shape) for _, shape in entries.values())
     return {
@@ -502,7 +520,7 @@ def _open_cat(path: Path) -> Iterator[tuple[zipfile.ZipFile, dict[str, zipfile.Z
             MANIFEST: MAX_MANIFEST_BYTES,
             WEIGHTS: 8 + MAX_SAFETENSORS_HEADER_BYTES + 8 * _expected_parameter_count(manifest),
             RESUME: MAX_RESUME_YAML_BYTES,
-            RESUME_TENSORS: MAX_TOTAL_BYTES,
+            RESUME_TENSORS: 8 + MAX_SAFETENSORS_HEADER_BYTES + _resume_budget(manifest),
             PREVIEW: MAX_PREVIEW_BYTES,
         }
         for name, info in infos.items():
@@ -600,6 +618,68 @@ def _read_exactly(stream: IO[bytes], count: int, name: str) -> bytes:
     return data
 
 
+def _resume_budget(manifest: Manifest) -> int:
+    """Most bytes of resume tensors the manifest's network can need: its optimizer's per-parameter state
+    (at most :data:`OPTIMIZER_STATES_PER_PARAMETER` copies of every parameter, in float64 at most, and a
+    scalar step per parameter tensor) plus :data:`RESUME_EXTRA_BYTES` for RNG states. A checkpoint that
+    declares more is refused before any of it is read (a 43 MB file must not make a 1.5 GB allocation)."""
+    shapes = _expected_parameter_shapes(manifest)
+    elements = sum(_numel(shape) for shape in shapes.values())
+    return 8 * (OPTIMIZER_STATES_PER_PARAMETER * elements + len(shapes)) + RESUME_EXTRA_BYTES
+
+
+def _expected_parameter_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
+    """The network's parameters in ``model.parameters()`` order (the optimizer's numbering), on ``meta``."""
+    with torch.device("meta"):
+        model = ARCHITECTURES[manifest.architecture](**manifest.arguments)
+    return {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
+
+
+def _check_resume_entries(manifest: Manifest, entries: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Resume tensors must fit the network: the total within :func:`_resume_budget`, and optimizer state
+    ``optimizer/state/<i>/<key>`` shaped like parameter ``i`` (``step`` a scalar), floating point."""
+    budget = _resume_budget(manifest)
+    shapes = list(_expected_parameter_shapes(manifest).values())
+    total = 0
+    for name, (dtype, shape) in sorted(entries.items()):
+        size = _numel(shape) * _DTYPE_SIZES[dtype]
+        total += size
+        if size > budget:
+            raise _Invalid(
+                f"{RESUME_TENSORS}: tensor {name!r} declares {size} bytes, more than the whole resume state of this "
+                f"{manifest.architecture} network can need ({budget}); the checkpoint is damaged or hostile"
+            )
+        parts = name.split("/")
+        if len(parts) == 4 and parts[:2] == ["optimizer", "state"]:
+            index = int(parts[2]) if parts[2].isdigit() else -1
+            if not 0 <= index < len(shapes):
+                raise _Invalid(
+                    f"{RESUME_TENSORS}: tensor {name!r} is state of parameter {parts[2]}, which the network lacks"
+                )
+            wanted = () if parts[3] == "step" else shapes[index]
+            if (
+                dtype not in _FLOAT_DTYPES.values()
+                or (parts[3] != "step" and tuple(shape) != wanted)
+                or (parts[3] == "step" and _numel(shape) != 1)
+            ):
+                raise _Invalid(
+                    f"{RESUME_TENSORS}: tensor {name!r} is {dtype} {list(shape)}; the optimizer state of parameter "
+                    f"{index} must be floating point, shaped {list(wanted)}"
+                )
+        elif name == "rng/torch" and (dtype != "U8" or len(shape) != 1):
+            raise _Invalid(
+                f"{RESUME_TENSORS}: tensor 'rng/torch' is {dtype} {list(shape)}; a torch RNG state is U8, 1-D"
+            )
+    if total > budget:
+        sizes = {name: _numel(shape) * _DTYPE_SIZES[dtype] for name, (dtype, shape) in entries.items()}
+        largest = max(sizes, key=lambda name: sizes[name])
+        raise _Invalid(
+            f"{RESUME_TENSORS} declares {total} bytes of tensors (the largest, {largest!r}, declares "
+            f"{sizes[largest]} bytes), more than the resume state of this {manifest.architecture} network can "
+            f"need ({budget}); the checkpoint is damaged or hostile"
+        )
+
+
 def _expected_parameter_count(manifest: Manifest) -> int:
     return sum(_numel(shape) for shape in _expected_shapes(manifest).values())
 
@@ -676,6 +756,10 @@ def _manifest_from_data(data: Any) -> Manifest:
     transfer = data["transfer"]
     if not isinstance(transfer.get("name"), str) or not transfer["name"]:
         raise _Invalid(f"transfer must have a name, got {transfer!r}")
+    try:  # the same check inference makes, so `copycat info` refuses what `copycat infer` would
+        Transfer.from_dict(transfer)
+    except ConfigError as exc:
+        raise _Invalid(f"{MANIFEST}: {exc}") from None
     scale = data.get("scale", 1)
     if type(scale) is not int or not 1 <= scale <= 8:
         raise _Invalid(f"scale must be an integer from 1 to 8, got {scale!r}")
@@ -809,7 +893,10 @@ def _read_safetensors(
 # -------------------------------------------------------------------------------------------- resume
 
 
-def _read_resume(archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo]) -> ResumeState:
+def _resume_checker(
+    archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], manifest: Manifest
+) -> tuple[Any, Callable[[Mapping[str, tuple[str, tuple[int, ...]]]], None]]:
+    """``resume.yaml``'s data, checked, and the check its tensors' safetensors header must pass."""
     data = _load_yaml(_read_member(archive, infos[RESUME]), RESUME)
     _check_resume_data(data)
     references = _tensor_references(data)
@@ -822,7 +909,13 @@ def _read_resume(archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo])
                 f"{RESUME_TENSORS} does not match {RESUME}: missing {_some(missing) or 'none'}, "
                 f"unreferenced {_some(extra) or 'none'}"
             )
+        _check_resume_entries(manifest, entries)
 
+    return data, check
+
+
+def _read_resume(archive: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], manifest: Manifest) -> ResumeState:
+    data, check = _resume_checker(archive, infos, manifest)
     tensors = _read_safetensors(archive, infos[RESUME_TENSORS], check)
     revived = _revive(data, tensors)
     return ResumeState(
@@ -981,7 +1074,17 @@ class _StrictSafeLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            raise _Invalid(f"YAML aliases (*name) are not allowed{_where(self.peek_event().start_mark)}")
+            raise _Invalid(f"YAML aliases (*name) are not allowed in safe YAML{_where(self.peek_event().start_mark)}")
+        event = self.peek_event()
+        # docs/catfile.md: readers refuse every tag (even the harmless-looking !!str) and every anchor, so
+        # what one reader accepts every other reader accepts too. "!" is what a quoted scalar reports.
+        if getattr(event, "anchor", None) is not None:
+            raise _Invalid(
+                f"YAML anchors and aliases (&name, *name) are not allowed in safe YAML{_where(event.start_mark)}"
+            )
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag != "!":
+            raise _Invalid(f"YAML tags ({tag}) are not allowed in safe YAML{_where(event.start_mark)}")
         self._depth += 1
         try:
             if self._depth > 2 * MAX_DEPTH + 4:  # tuple tags add a level or two per level of data

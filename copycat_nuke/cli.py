@@ -1,6 +1,9 @@
 """The ``copycat`` command: a thin layer over the Python API.
 
-Errors on bad input print one clear line (``copycat: error: …``) and exit with status 2; no tracebacks.
+Every error prints one line (``copycat: error: …``) on stderr, no traceback (set ``COPYCAT_DEBUG=1`` for one),
+and exits with a status a farm manager can act on (:mod:`copycat_nuke.errors`' ``EXIT_*``): 2 a bad option or
+setting, 3 a bad file (.cat, frames, sequence), 4 training diverged or a model made NaN pixels, 130 interrupted,
+1 anything else.
 """
 
 from __future__ import annotations
@@ -23,8 +26,18 @@ from types import FrameType
 from typing import Any, Optional, Union
 
 from copycat_nuke import __version__
-from copycat_nuke.config import LEVEL_WEIGHTINGS, TrainConfig, from_dict, load_yaml, to_dict
-from copycat_nuke.errors import CopyCatError
+from copycat_nuke.config import LEVEL_WEIGHTINGS, MAX_SEED, TrainConfig, from_dict, load_yaml, resolve_paths, to_dict
+from copycat_nuke.errors import (
+    DEBUG_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConfigError,
+    CopyCatError,
+    exit_status,
+)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -173,6 +186,17 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------- train
+def _whole_number(text: str, low: int, high: int) -> int:
+    """An option's whole number from ``low`` to ``high``, refused by argparse (status 2) otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give {low} to {high}")
+    return value
+
+
 def _batch_size(text: str) -> Union[int, str]:
     """``--batch-size``: a whole number of at least 1, or ``auto``."""
     if text.strip().lower() == "auto":
@@ -215,7 +239,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "image_interval": {"type": int, "help": "steps between contact sheets (default 100)"},
     "channels_in": {"help": "Input channels: rgb, rgba, alpha, mask.a, R,G,B… (default rgb)"},
     "channels_out": {"help": "Ground Truth channels (default rgb)"},
-    "seed": {"type": int, "help": "random seed (default 0)"},
+    "seed": {"type": lambda text: _whole_number(text, 0, MAX_SEED), "help": "random seed (default 0)"},
     "device": {"choices": ["auto", "cpu", "cuda", "mps"], "help": "where to train (default auto)"},
     "precision": {"choices": ["auto", "fp32", "bf16", "fp16"], "help": "maths precision (default auto)"},
     "learning_rate": {"type": float, "help": "Adam's starting learning rate (default 5e-4, cosine decay)"},
@@ -262,6 +286,8 @@ def _add_train(sub: Any) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     config = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    # Absolute from here on, so the run's config.yaml repeats the job from any directory.
+    given = resolve_paths(given, Path.cwd())
     merged = {**to_dict(config), **given}
     if merged.get("batch_size") == "auto":  # overrides a number from --config too
         merged["batch_size"] = None
@@ -284,7 +310,9 @@ def _run_train(args: argparse.Namespace) -> int:
         events.close()
     if trainer.dist.is_main:
         print(result.model_path)
-    return 0
+    # Stopped early (Ctrl-C, SIGTERM, --stop-on-eof): model.cat and a checkpoint exist, but the job is not
+    # done; a farm manager requeues it with --resume.
+    return EXIT_INTERRUPTED if result.stopped else 0
 
 
 # ------------------------------------------------------------------------------------------- infer
@@ -387,7 +415,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         )
     except _Stopped:
         print(f"copycat: stopped after {len(done)} frame(s): {args.output}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         bar.close()
         events.close()
@@ -516,6 +544,9 @@ def _add_export(sub: Any) -> None:
     parser.add_argument("--torchscript", metavar="OUT.pt", help="write a TorchScript file for CatFileCreator")
     parser.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file with dynamic height and width")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 13, at least 11)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace existing output files (never the model itself or any .cat)"
+    )
     parser.set_defaults(handler=_run_export)
 
 
@@ -525,12 +556,18 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if not args.torchscript and not args.onnx:
         raise ConfigError("name at least one output: --torchscript OUT.pt and/or --onnx OUT.onnx")
+    if args.torchscript and args.onnx and os.path.realpath(args.torchscript) == os.path.realpath(args.onnx):
+        raise ConfigError(f"--torchscript and --onnx both name {args.onnx}: give each its own file")
+    # Checked before the model is read and again just before each write (a file may appear meanwhile).
+    for option, output in (("--torchscript", args.torchscript), ("--onnx", args.onnx)):
+        if output:
+            export.check_output(output, args.model, overwrite=args.force, option=option)
     cat = catfile.load_cat(args.model)
     if args.torchscript:
-        print(f"TorchScript: {export.export_torchscript(cat, args.torchscript)}")
+        print(f"TorchScript: {export.export_torchscript(cat, args.torchscript, overwrite=args.force)}")
     if args.onnx:
         opset = export.DEFAULT_OPSET if args.opset is None else args.opset
-        print(f"ONNX (opset {opset}): {export.export_onnx(cat, args.onnx, opset=opset)}")
+        print(f"ONNX (opset {opset}): {export.export_onnx(cat, args.onnx, opset=opset, overwrite=args.force)}")
     settings = export.catfilecreator_settings(cat.manifest)
     print("CatFileCreator: " + ", ".join(f"{knob} {value}" for knob, value in settings.items()))
     return 0
@@ -595,7 +632,7 @@ def _run_gui(args: argparse.Namespace) -> int:
     from copycat_nuke.ui import TrainingPanel, apply_nuke_theme, qt
 
     if args.data_dir and not Path(args.data_dir).is_dir():
-        raise CopyCatError(f"{args.data_dir} is not a directory: give a run directory or a data directory of runs")
+        raise ConfigError(f"{args.data_dir} is not a directory: give a run directory or a data directory of runs")
     existing = qt.QtWidgets.QApplication.instance()
     app = existing if isinstance(existing, qt.QtWidgets.QApplication) else qt.QtWidgets.QApplication(sys.argv[:1])
     apply_nuke_theme(app)
@@ -620,10 +657,22 @@ def _run_gui(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- main
+_EXIT_STATUS_HELP = f"""exit status:
+  0    done
+  {EXIT_ERROR}    any other error (set {DEBUG_ENV}=1 for its traceback)
+  {EXIT_USAGE}    a bad option or setting (fix the command or the job's YAML)
+  {EXIT_BAD_INPUT}    a file is missing, damaged, hostile or does not fit the job (.cat, frames, sequence)
+  {EXIT_DIVERGED}    training diverged, or the model made NaN/infinite pixels (retrain, other settings)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM, --stop-on-eof); training leaves a checkpoint to resume
+Every error is one line on stderr."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="copycat",
         description="copycat_nuke: train CopyCat networks on before/after frame pairs and apply them to shots.",
+        epilog=_EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"copycat_nuke {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -650,11 +699,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.handler(args))
     except CopyCatError as error:
-        print(f"copycat: error: {error}", file=sys.stderr)
-        return 2
+        print(f"copycat: error: {_one_line(str(error))}", file=sys.stderr)
+        return exit_status(error)
     except KeyboardInterrupt:
         print("copycat: aborted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print(
+            "copycat: error: out of memory; try a smaller --tile, --half, or a machine with more memory",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    except Exception as error:  # a bug or an environment problem: still one line unless asked for more
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"copycat: error: unexpected {type(error).__name__}: {_one_line(str(error)) or 'no message'} "
+            f"(set {DEBUG_ENV}=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line: a farm log greps line by line."""
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -36,6 +36,17 @@ LOSSES = ("charbonnier", "l1", "mse")
 LEVEL_WEIGHTINGS = ("auto", "doubling", "equal", "pixels")
 #: The most neighbouring frames on each side a temporal network may see (``temporal``).
 MAX_TEMPORAL = 3
+#: Seeds run from 0 to this (torch.manual_seed takes at most 64 bits; 63 keep it a signed int everywhere).
+MAX_SEED = 2**63 - 1
+#: Largest counts (steps, epochs, intervals, sizes) a job may ask for; far beyond any real job, small enough
+#: that no arithmetic on them overflows a C integer.
+MAX_COUNT = 2**31 - 1
+#: Largest job YAML read (a config.yaml is about 1 KB; more is not a job file).
+MAX_CONFIG_BYTES = 1 << 20
+#: Settings that are paths; in a YAML file, relative ones are relative to the file's folder.
+PATH_SETTINGS = ("input", "target", "out", "initial_weights", "model", "output")
+#: ``initial_weights`` values that name a shipped network rather than a file.
+NAMED_WEIGHTS = ("none", "upscale", "deblur")
 
 
 @dataclass
@@ -90,10 +101,14 @@ class TrainConfig:
         """Check values that need no files; raise :class:`ConfigError` naming the setting."""
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give either steps or epochs, not both")
-        for name in ("steps", "epochs", "batch_size", "checkpoint_interval", "image_interval"):
+        for name in ("steps", "epochs", "batch_size", "checkpoint_interval", "image_interval", "crop_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {value})")
+            if value is not None and value > MAX_COUNT:
+                raise ConfigError(f"{name} must be at most {MAX_COUNT} (got {value})")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED} (got {self.seed})")
         if self.crop_size < 16:
             raise ConfigError(f"crop_size must be at least 16 pixels (got {self.crop_size})")
         _check_choice("model_size", self.model_size.lower(), MODEL_SIZES)
@@ -213,19 +228,73 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def load_yaml(cls: type[T], path: str | Path) -> T:
-    """Read a config dataclass from a YAML file (``yaml.safe_load``: no code runs from it)."""
+    """Read a config dataclass from a YAML file (``yaml.safe_load``: no code runs from it).
+
+    Relative paths in it (:data:`PATH_SETTINGS`) are relative to the file's folder, so
+    ``copycat train --config run/config.yaml --resume`` works from any directory (see
+    :func:`resolve_paths`). Anything that is not a small UTF-8 YAML mapping (an EXR given by mistake, a
+    binary file, a document nested thousands deep) is one :class:`ConfigError` naming the file.
+    """
     import yaml  # here, not at the top: Nuke imports this module where pyyaml may be missing
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over {MAX_CONFIG_BYTES} bytes: not a job YAML (give a config.yaml)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a YAML text file (it is binary, or not UTF-8): give a config.yaml") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    except (RecursionError, ValueError) as error:  # nesting deeper than the stack, a 5000-digit integer
+        raise ConfigError(f"{path} is not a usable YAML file ({type(error).__name__}): give a config.yaml") from None
+    if isinstance(data, Mapping):
+        data = resolve_paths(data, path.parent)
     return from_dict(cls, data or {}, source=str(path))
+
+
+def resolve_paths(data: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
+    """``data`` with its relative path settings made absolute against ``base`` (a YAML file's folder).
+
+    ``copycat train`` writes absolute paths into a run's ``config.yaml``; a relative path is one a person
+    wrote, relative to the file, as in most tools. Files written by earlier versions held paths relative
+    to where training started; where a path exists only that way (or ``out`` names the run the file sits
+    in), that reading is kept so old runs still resume.
+    """
+    folder = Path(os.path.abspath(base))
+    resolved = dict(data)
+    for key in PATH_SETTINGS:
+        value = resolved.get(key)
+        if not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
+            continue
+        if key == "initial_weights" and value.lower() in NAMED_WEIGHTS:
+            continue
+        beside = Path(os.path.normpath(folder / os.path.expanduser(value)))
+        legacy = Path(os.path.abspath(os.path.expanduser(value)))
+        if key == "out" and not beside.exists() and Path(value).name == folder.name and _is_run(folder):
+            resolved[key] = str(folder)  # an old run's own config.yaml, read from elsewhere
+        elif not _exists(beside) and _exists(legacy):
+            resolved[key] = str(legacy)
+        else:
+            resolved[key] = str(beside)
+    return resolved
+
+
+def _exists(path: Path) -> bool:
+    """Whether a path, or a sequence pattern's folder (``shot.####.exr``: its frames are not checked), exists."""
+    pattern = "#" in path.name or "%" in path.name or "@" in path.name
+    return path.exists() or (pattern and path.parent.is_dir())
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "loss.csv").is_file() or (folder / "checkpoints").is_dir()
 
 
 def save_yaml(config: Any, path: str | Path) -> Path:

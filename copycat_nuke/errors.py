@@ -41,3 +41,40 @@ class ConfigError(CopyCatError):
 
 class TrainingError(CopyCatError):
     """Training cannot start or cannot go on (bad pairs, NaN loss, unwritable output)."""
+
+
+class TrainingDivergedError(TrainingError):
+    """The loss blew up (NaN, or far above its best): the network has lost what it learnt."""
+
+
+class NonFiniteOutputError(CatFileError):
+    """A model produced NaN or infinite pixels: its weights cannot make an image (nothing was written)."""
+
+
+# Exit statuses of the ``copycat`` command, defined once so a farm manager can act on them: retry a crash
+# (1), fix the command (2), fix or replace a file (3), retrain with other settings (4), requeue (130).
+EXIT_OK = 0
+EXIT_ERROR = 1  #: anything else, including a bug (the message says how to get its traceback)
+EXIT_USAGE = 2  #: a bad option or setting (argparse's own status for usage errors)
+EXIT_BAD_INPUT = 3  #: a file is missing, damaged, hostile or does not fit the job (.cat, frames, sequences)
+EXIT_DIVERGED = 4  #: training diverged, or a model produced NaN/Inf pixels
+EXIT_INTERRUPTED = 130  #: stopped by Ctrl-C, SIGTERM or --stop-on-eof (128 + SIGINT, as shells report it)
+
+#: Environment variable that makes the CLI print the full traceback of an unexpected error.
+DEBUG_ENV = "COPYCAT_DEBUG"
+
+
+def exit_status(error: BaseException) -> int:
+    """The ``copycat`` exit status for an error (see the ``EXIT_*`` constants)."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, (TrainingDivergedError, NonFiniteOutputError)):
+        return EXIT_DIVERGED
+    # Until the trainer raises TrainingDivergedError itself, its divergence message is recognised here.
+    if isinstance(error, TrainingError) and str(error).startswith("training diverged"):
+        return EXIT_DIVERGED
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    if isinstance(error, (CatFileError, ImageIOError, SequenceError)):
+        return EXIT_BAD_INPUT
+    return EXIT_ERROR

@@ -39,6 +39,7 @@ import json
 import os
 import secrets
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Union
@@ -214,6 +215,49 @@ def _description(manifest: catfile.Manifest) -> dict[str, Any]:
     }
 
 
+def check_output(
+    output: Union[str, Path], source: Union[str, Path, None], *, overwrite: bool = True, option: str = "output"
+) -> Path:
+    """Refuse an export target that would destroy something: the model being exported (however it is
+    spelled: a symlink, a relative path, a hard link), any ``.cat``, or (``overwrite`` False) any existing
+    file. Returns the target as a path.
+
+    Raises:
+        ConfigError: naming ``option``, the file and what to do.
+    """
+    target = Path(output)
+    if target.is_dir():
+        raise ConfigError(f"{option} {target} is a directory: give a file name, e.g. {target / 'model.pt'}")
+    if not target.exists():
+        return target
+    if source is not None and _same_file(target, Path(source)):
+        raise ConfigError(
+            f"{option} {target} is the model being exported: writing it would destroy the model. "
+            "Give another file name (e.g. model.pt for TorchScript, model.onnx for ONNX)."
+        )
+    if target.suffix.lower() == ".cat" or _is_cat(target):
+        raise ConfigError(f"{option} {target} is a .cat model: export never overwrites one; give another file name")
+    if not overwrite:
+        raise ConfigError(f"{option} {target} already exists: give another file name, or --force to replace it")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_cat(path: Path) -> bool:
+    """Whether ``path`` is a copycat_nuke ``.cat`` whatever its name (a zip holding a manifest)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return catfile.MANIFEST in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+
+
 @contextlib.contextmanager
 def _atomic_target(target: Path) -> Iterator[Path]:
     """A temporary path beside ``target`` that is renamed over it if the block succeeds, removed if not."""
@@ -230,12 +274,16 @@ def _atomic_target(target: Path) -> Iterator[Path]:
             temporary.unlink()
 
 
-def export_torchscript(model: Union[str, Path, catfile.CatFile], output: Union[str, Path]) -> Path:
+def export_torchscript(
+    model: Union[str, Path, catfile.CatFile], output: Union[str, Path], *, overwrite: bool = True
+) -> Path:
     """Write a ``.cat`` as a scripted TorchScript ``.pt`` for Nuke's CatFileCreator; return its path.
 
     The file also carries ``copycat.json`` (an extra file: channels, scale, transfer, the CatFileCreator
-    knob values). Written atomically.
+    knob values). Written atomically. Never over the model itself or any ``.cat``; over another existing
+    file only with ``overwrite`` (:func:`check_output`).
     """
+    check_output(output, _source(model), overwrite=overwrite, option="the TorchScript output")
     cat = model if isinstance(model, catfile.CatFile) else catfile.load_cat(model)
     name = str(cat.path or "the model")
     scripted = torch.jit.script(export_module(cat))
@@ -244,10 +292,14 @@ def export_torchscript(model: Union[str, Path, catfile.CatFile], output: Union[s
     buffer = io.BytesIO()  # saved to memory first: the archive's inner folder is named after the file
     torch.jit.save(scripted, buffer, _extra_files=extra)
     torchscript_ops.check_file_format(buffer.getvalue(), name)
-    target = Path(output)
+    target = check_output(output, _source(model), overwrite=overwrite, option="the TorchScript output")
     with _atomic_target(target) as temporary:
         temporary.write_bytes(buffer.getvalue())
     return target
+
+
+def _source(model: Union[str, Path, catfile.CatFile]) -> Union[str, Path, None]:
+    return model.path if isinstance(model, catfile.CatFile) else model
 
 
 def _copysign_symbolic(g: Any, magnitude: Any, sign: Any) -> Any:
@@ -261,13 +313,19 @@ def _expm1_symbolic(g: Any, x: Any) -> Any:
 
 
 def export_onnx(
-    model: Union[str, Path, catfile.CatFile], output: Union[str, Path], *, opset: int = DEFAULT_OPSET
+    model: Union[str, Path, catfile.CatFile],
+    output: Union[str, Path],
+    *,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = True,
 ) -> Path:
     """Write a ``.cat`` as ONNX with dynamic height and width (input ``input``, output ``output``); return its path.
 
     Float32 in and out. The model's channels, scale and transfer are stored as ONNX metadata
-    (``copycat.json``). Needs the ``onnx`` package (``pip install copycat-nuke[export]``). Written atomically.
+    (``copycat.json``). Needs the ``onnx`` package (``pip install copycat-nuke[export]``). Written atomically;
+    never over the model itself or any ``.cat``, over another existing file only with ``overwrite``.
     """
+    check_output(output, _source(model), overwrite=overwrite, option="the ONNX output")
     try:
         import onnx
     except ImportError:
@@ -277,7 +335,7 @@ def export_onnx(
     cat = model if isinstance(model, catfile.CatFile) else catfile.load_cat(model)
     module = export_module(cat)
     example = torch.rand(1, len(cat.manifest.channels_in), 48, 48)
-    target = Path(output)
+    target = check_output(output, _source(model), overwrite=overwrite, option="the ONNX output")
     symbolics: dict[str, Callable[..., Any]] = {"aten::copysign": _copysign_symbolic, "aten::expm1": _expm1_symbolic}
     for name, function in symbolics.items():
         torch.onnx.register_custom_op_symbolic(name, function, 9)
@@ -312,6 +370,7 @@ __all__ = [
     "ExportMSRN",
     "ExportModule",
     "catfilecreator_settings",
+    "check_output",
     "export_module",
     "export_onnx",
     "export_torchscript",

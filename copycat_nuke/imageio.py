@@ -24,6 +24,7 @@ text at fault.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -868,6 +869,32 @@ def resize(pixels: np.ndarray, factor: int, *, filter_name: str = RESIZE_FILTER)
     return resized.reshape(height * factor, width * factor, count)
 
 
+#: Temporary files of an atomic write are ``.<frame's file name>.tmp-<random>``.
+TEMP_PREFIX = ".{name}.tmp-"
+
+
+def remove_stale_temps(target: PathLike) -> list[Path]:
+    """Remove the temporary files a killed writer left beside ``target`` (this version's names and the
+    older ``.<name>.tmp-XXXX<ext>`` ones); return them. The frame is about to be written again, so a
+    leftover can only be an interrupted earlier write of it."""
+    path = Path(target)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(glob_escape(TEMP_PREFIX.format(name=path.name)) + "*"))
+    except OSError:
+        return []
+    for candidate in candidates:
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters escaped (frame names may hold ``[``)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:
     directory = target.parent
     try:
@@ -877,9 +904,11 @@ def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec,
             f"Cannot write {target}: cannot create the directory {directory} ({error.strerror or error}). "
             "Check the path and that you may write there."
         ) from error
-    # Same directory (so the rename is atomic) and same extension (OIIO picks the format by extension);
-    # a leading dot keeps it out of sequence discovery if the process is killed before the cleanup below.
-    temp = directory / f".{target.name}.tmp-{secrets.token_hex(4)}{target.suffix}"
+    # Same directory, so the rename is atomic. The name starts with a dot and does not end in an image
+    # extension, so if the process is killed before the cleanup below no wildcard Read (*.exr) or sequence
+    # discovery picks the leftover up; ``out`` was made for the target's format, so the name does not matter.
+    remove_stale_temps(target)
+    temp = directory / f"{TEMP_PREFIX.format(name=target.name)}{secrets.token_hex(4)}"
     try:
         if not out.open(str(temp), spec):
             raise ImageIOError(

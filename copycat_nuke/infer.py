@@ -50,7 +50,15 @@ from torch import nn
 from copycat_nuke import catfile, imageio, transfer
 from copycat_nuke.data import stack_frames, temporal_offsets
 from copycat_nuke.device import Runtime, resolve_device, resolve_runtime
-from copycat_nuke.errors import CatFileError, ChannelError, ConfigError, ImageIOError, SequenceError
+from copycat_nuke.errors import (
+    CatFileError,
+    ChannelError,
+    ConfigError,
+    CopyCatError,
+    ImageIOError,
+    NonFiniteOutputError,
+    SequenceError,
+)
 
 #: Pixels of context tiles share with their neighbours (at the input's resolution; rounded up to a multiple
 #: of 16). Chosen by measurement: see the module docstring.
@@ -145,7 +153,14 @@ def _check_scale(model: LoadedModel) -> None:
     channels = len(model.channels_in) * (1 + 2 * model.temporal)  # a temporal network's frames, stacked
     probe = model.runtime.place(torch.zeros((1, channels, side, side)))
     with torch.inference_mode(), model.runtime.autocast():
-        shape = tuple(model.network(probe).shape)
+        output = model.network(probe)
+    shape = tuple(output.shape)
+    if not bool(torch.isfinite(output).all()):
+        # Finite weights can still overflow (all 1.0, 1e10): such a model only ever makes NaN/Inf frames.
+        raise NonFiniteOutputError(
+            f"{model.path}: the network turns a black {side}×{side} tile into NaN or infinite values: its weights "
+            "are unusable (did training diverge?). Retrain it, or use an earlier checkpoint."
+        )
     expected = (1, len(model.channels_out), side * model.scale, side * model.scale)
     if shape != expected:
         raise CatFileError(
@@ -340,6 +355,7 @@ def apply_model(
     tile: Optional[int] = None,
     overlap: int = DEFAULT_OVERLAP,
     neighbours: Optional[Sequence[np.ndarray]] = None,
+    where: str = "the image",
 ) -> np.ndarray:
     """Run the network on one image: float32 H×W×C_in linear → float32 (H·s)×(W·s)×C_out linear.
 
@@ -354,6 +370,7 @@ def apply_model(
 
     Raises:
         ImageIOError: the image is smaller than the network's minimum (:attr:`LoadedModel.minimum_size`).
+        NonFiniteOutputError: the network's output holds NaN or ±Inf (``where`` names the image).
         ConfigError: bad ``tile``/``overlap``, a channel count the model was not trained for, or
             ``neighbours`` missing, unexpected or unlike the image.
     """
@@ -370,7 +387,25 @@ def apply_model(
         tile = auto_tile_size(model, height, width)
     array = transfer.sanitize(array, "the input frame")
     others = _check_neighbours(model, array.shape, neighbours)
-    return _run_tiles(model, stack_frames(array, others), tile, overlap)
+    result = _run_tiles(model, stack_frames(array, others), tile, overlap)
+    check_finite_output(model, result, where)
+    return result
+
+
+def check_finite_output(model: LoadedModel, pixels: np.ndarray, where: str = "the image") -> None:
+    """Refuse a network's output that holds NaN or ±Inf: written out it would be a black or corrupt frame
+    that a comp only finds much later, so the job stops instead, before the frame is written.
+
+    Raises:
+        NonFiniteOutputError: naming the model and ``where`` (the frame).
+    """
+    bad = int(pixels.size - np.count_nonzero(np.isfinite(pixels)))
+    if bad:
+        raise NonFiniteOutputError(
+            f"{model.path}: the network produced {bad} NaN or infinite value(s) of {pixels.size} on {where}; nothing "
+            "was written for it. The model is unusable on this frame (did training diverge?): retrain it, or use "
+            "an earlier checkpoint."
+        )
 
 
 def _as_image(pixels: np.ndarray) -> np.ndarray:
@@ -468,7 +503,14 @@ def infer_frame(
             neighbour.select(model_input_channels(model, neighbour), window=frame.pixel_window)
             for neighbour in neighbours
         ]
-    predicted = apply_model(model, frame.select(names), tile=tile, overlap=overlap, neighbours=others)
+    predicted = apply_model(
+        model,
+        frame.select(names),
+        tile=tile,
+        overlap=overlap,
+        neighbours=others,
+        where=f"the frame {frame.path}" if frame.path is not None else "the frame",
+    )
     out_names = list(model.channels_out)
     if not passthrough:
         return predicted, out_names
@@ -526,6 +568,38 @@ def _check_outputs(source: imageio.ImageSequence, target: imageio.ImageSequence,
             )
 
 
+def check_training_data(model: LoadedModel, target: imageio.ImageSequence, numbers: Sequence[int]) -> None:
+    """Refuse outputs that would overwrite the frames the model was trained from (the Input and Ground Truth
+    sequences its manifest records): a Ground Truth plate is often hand-painted work that exists nowhere else.
+
+    Relative patterns in older manifests are taken from the current directory, as training ran them.
+
+    Raises:
+        SequenceError: naming the output, the training sequence and what to do.
+    """
+    training = model.manifest.training if isinstance(model.manifest.training, dict) else {}
+    outputs = {os.path.realpath(target.path(number)): number for number in numbers}
+    for key, label in (("target", "Ground Truth"), ("input", "Input")):
+        pattern = training.get(key)
+        if not isinstance(pattern, str) or not pattern:
+            continue
+        try:
+            sequence = imageio.ImageSequence.parse(pattern)
+            existing = (
+                [sequence.path(n) for n in sequence.existing_frames()] if sequence.padding else [sequence.path(0)]
+            )
+        except (CopyCatError, OSError, ValueError):
+            continue  # the training data is gone or unreadable: nothing of it to protect
+        for path in existing:
+            number = outputs.get(os.path.realpath(path))
+            if number is not None:
+                raise SequenceError(
+                    f"The output {target.path(number)} is a frame of the {label} sequence {pattern} that "
+                    f"{model.path.name} was trained from: writing it would destroy training data. Choose another "
+                    "output directory or name."
+                )
+
+
 def plan_outputs(
     input_pattern: str, output_pattern: str, frames: Union[str, Sequence[int], None] = None
 ) -> tuple[imageio.ImageSequence, imageio.ImageSequence, list[int]]:
@@ -574,6 +648,7 @@ def infer_sequence(
     """
     source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
     model = model_path if isinstance(model_path, LoadedModel) else load_model(model_path, device, half)
+    check_training_data(model, target, numbers)
     check_tiling(tile, overlap, model.multiple)
     around = NeighbourFrames(source, numbers, model.temporal) if model.temporal else None
 
@@ -710,8 +785,10 @@ __all__ = [
     "apply_model",
     "auto_tile_size",
     "available_memory",
+    "check_finite_output",
     "check_size",
     "check_tiling",
+    "check_training_data",
     "infer_frame",
     "infer_sequence",
     "load_model",

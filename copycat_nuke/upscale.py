@@ -34,6 +34,7 @@ from copycat_nuke.infer import (
     apply_model,
     check_size,
     check_tiling,
+    check_training_data,
     infer_sequence,
     load_model,
     model_input_channels,
@@ -233,6 +234,7 @@ def upscale_sequence(
     _check_passes(loaded, scale)
     check_tiling(tile, overlap, loaded.multiple)
     source, target, numbers = plan_outputs(input_pattern, output_pattern, frames)
+    check_training_data(loaded, target, numbers)  # a refined network's own shot is its training data
     return run_frames(
         loaded,
         source,

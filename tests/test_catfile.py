@@ -65,7 +65,7 @@ def tiny_manifest(**changes: Any) -> Manifest:
         arguments=dict(ARGS),
         channels_in=["R", "G", "B"],
         channels_out=["R", "G", "B"],
-        transfer={"name": "slog", "params": {"exposure": 1.5}},
+        transfer={"name": "slog", "params": {"a": 50.0}},
         training={
             "steps": 4000,
             "final_loss": 0.0123,
@@ -306,7 +306,7 @@ def test_describe_tells_a_compositor_what_the_model_does(tmp_path: Path) -> None
         f"{parameters:,}",
         "channels in    R, G, B",
         "scale          1×",
-        "slog (exposure 1.5)",
+        "slog (a 50.0)",
         "4,000",
         "final loss     0.0123",
         "1 h 02 min",
@@ -433,7 +433,7 @@ def test_path_traversal_member_names_are_refused(tmp_path: Path, name: str) -> N
 
 @pytest.mark.parametrize(
     ("member", "words"),
-    [("weights.safetensors", ["declares 52428800 bytes"]), ("resume.safetensors", ["zip bomb", "limit 100"])],
+    [("weights.safetensors", ["declares 52428800 bytes"]), ("resume.safetensors", ["declares 52428800 bytes"])],
 )
 def test_zip_bomb_is_refused_before_decompressing(tmp_path: Path, member: str, words: list[str]) -> None:
     resume = ResumeState(step=1, optimizer={})

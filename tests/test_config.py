@@ -1,5 +1,7 @@
 """Job settings: defaults, YAML round trip, and clear errors for typos and bad values."""
 
+from dataclasses import replace
+
 import pytest
 
 from copycat_nuke.config import TrainConfig, from_dict, load_yaml, save_yaml, to_dict
@@ -9,7 +11,11 @@ from copycat_nuke.errors import ConfigError
 def test_yaml_round_trip_repeats_the_job(tmp_path):
     config = TrainConfig(input="a.####.exr", target="b.####.exr", out="run", steps=10, batch_size=2, seed=3)
     path = save_yaml(config, tmp_path / "config.yaml")
-    assert load_yaml(TrainConfig, path) == config
+    # relative paths in a YAML file are relative to its folder (absolute ones stay as they are)
+    beside = {key: str(tmp_path / getattr(config, key)) for key in ("input", "target", "out")}
+    assert load_yaml(TrainConfig, path) == replace(config, **beside)
+    absolute = replace(config, **beside)
+    assert load_yaml(TrainConfig, save_yaml(absolute, tmp_path / "again.yaml")) == absolute
 
 
 def test_unknown_key_names_the_file_and_the_key(tmp_path):

@@ -737,9 +737,20 @@ def test_an_interrupted_write_leaves_the_previous_file_untouched_and_no_temp_fil
     with pytest.raises(KeyboardInterrupt):
         write_frame(target, random_pixels(3, seed=2))
     temp = [name for name in seen if name != target.name]
-    assert len(temp) == 1 and temp[0].startswith(".shot.0001.exr.tmp-") and temp[0].endswith(".exr")
+    # a dot first and no image extension last: a wildcard Read (*.exr) never picks a leftover up
+    assert len(temp) == 1 and temp[0].startswith(".shot.0001.exr.tmp-") and not temp[0].endswith(".exr")
     assert target.read_bytes() == before
     assert os.listdir(tmp_path) == [target.name]
+
+
+def test_a_rewrite_removes_the_temp_files_a_killed_write_left(tmp_path: Path) -> None:
+    target = tmp_path / "shot.0001.exr"
+    leftovers = [tmp_path / ".shot.0001.exr.tmp-dead", tmp_path / ".shot.0001.exr.tmp-abcd1234.exr"]
+    other = tmp_path / ".shot.0002.exr.tmp-beef"  # another frame's: not this write's to remove
+    for path in [*leftovers, other]:
+        path.write_bytes(b"half a frame")
+    write_frame(target, random_pixels(3, seed=1))
+    assert sorted(os.listdir(tmp_path)) == sorted([target.name, other.name])
 
 
 def test_a_failed_write_raises_image_io_error_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -362,7 +362,7 @@ def test_cli_help_states_the_real_default_overlap(capsys):
 
 def test_cli_refuses_an_output_that_overwrites_the_input_in_one_line(tiny, tmp_path, capsys):
     plate = write_rgba_plate(tmp_path, frames=(1,))
-    assert main(["infer", str(tiny), plate, plate, "--quiet"]) == 2
+    assert main(["infer", str(tiny), plate, plate, "--quiet"]) == 3  # errors.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith("copycat: error: ") and "itself" in err and "Traceback" not in err
 

@@ -397,6 +397,21 @@ def test_files_being_written_by_another_process_are_followed(qtbot, tmp_path):
     assert panel.run_table.item(0, 4).text() == "incomplete"
 
 
+def test_one_unreadable_run_is_listed_with_its_reason_and_the_panel_keeps_the_others(qtbot, tmp_path):
+    """Issue #21: a display.json nested 100 000 deep or a binary config.yaml used to take the panel down."""
+    for name in ("good", "nested", "binary"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "loss.csv").write_text("step,loss,learning_rate,seconds\n1,0.5,0.0002,0.1\n")
+        (tmp_path / name / "config.yaml").write_text("steps: 10\n")
+    (tmp_path / "nested" / runs.DISPLAY_FILE).write_text("[" * 100_000)
+    (tmp_path / "binary" / "config.yaml").write_bytes(b"\x00\xff\xfe\x89PNG binary")
+    panel = make_panel(qtbot)
+    panel.attach_directory(tmp_path)
+    rows = {panel.run_table.item(row, 1).text(): panel.run_table.item(row, 4).text() for row in range(3)}
+    assert rows["good"] == rows["nested"] == "incomplete"
+    assert rows["binary"].startswith("unreadable: ") and "config.yaml" in rows["binary"]
+
+
 # ------------------------------------------------------------------------------------ run files
 def test_run_files_helpers(tmp_path):
     for name in ("run_10", "run_2", ".hidden", "notes"):

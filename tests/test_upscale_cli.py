@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import copycat_nuke
-from copycat_nuke import catfile, imageio, pretrained, upscale
+from copycat_nuke import catfile, errors, imageio, pretrained, upscale
 from copycat_nuke.cli import main
 from copycat_nuke.config import TrainConfig
 from copycat_nuke.infer import apply_model, load_model
@@ -118,7 +118,7 @@ def test_upscale_refuses_a_same_size_network_by_name_and_writes_nothing(
     x1: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plate = write_plate(tmp_path)
-    assert run("upscale", plate, tmp_path / "out" / "up.####.exr", "--model", x1) == 2
+    assert run("upscale", plate, tmp_path / "out" / "up.####.exr", "--model", x1) == errors.EXIT_BAD_INPUT
     error = capsys.readouterr().err.strip()
     assert error.startswith("copycat: error:") and str(x1) in error and "×1 network" in error and "×2" in error
     assert len(error.splitlines()) == 1
@@ -133,7 +133,7 @@ def test_deblur_keeps_the_size_and_refuses_an_upscaler(
     result = imageio.read_frame(tmp_path / "out" / "sharp.0002.exr")
     assert result.pixels.shape == (32, 48, 4) and result.channels == ("R", "G", "B", "A")
     capsys.readouterr()
-    assert run("deblur", plate, tmp_path / "other" / "sharp.####.exr", "--model", x2) == 2
+    assert run("deblur", plate, tmp_path / "other" / "sharp.####.exr", "--model", x2) == errors.EXIT_BAD_INPUT
     assert "×2 network" in capsys.readouterr().err and not (tmp_path / "other").exists()
 
 
@@ -167,11 +167,11 @@ def test_refine_spreads_over_the_shot_when_no_frames_are_given() -> None:
 
 
 @pytest.mark.parametrize(
-    ("extra", "size", "message"),
+    ("extra", "size", "message", "status"),
     [
-        (["--refine-on-shot", "0"], (48, 64), "at least 1 training step"),
-        (["--refine-on-shot", "2"], (24, 48), "at least 32×32"),
-        (["--refine-out", "somewhere"], (48, 64), "--refine-out names the run directory of --refine-on-shot"),
+        (["--refine-on-shot", "0"], (48, 64), "at least 1 training step", errors.EXIT_USAGE),
+        (["--refine-on-shot", "2"], (24, 48), "at least 32×32", errors.EXIT_BAD_INPUT),
+        (["--refine-out", "somewhere"], (48, 64), "--refine-out names the run directory of --refine-on-shot", 2),
     ],
 )
 def test_bad_refinement_settings_fail_in_one_line_before_anything_is_written(
@@ -181,9 +181,10 @@ def test_bad_refinement_settings_fail_in_one_line_before_anything_is_written(
     extra: list[str],
     size: tuple[int, int],
     message: str,
+    status: int,
 ) -> None:
     plate = write_plate(tmp_path, size=size)
-    assert run("upscale", plate, tmp_path / "out" / "up.####.exr", "--model", x2, *extra) == 2
+    assert run("upscale", plate, tmp_path / "out" / "up.####.exr", "--model", x2, *extra) == status
     error = capsys.readouterr().err.strip()
     assert error.startswith("copycat: error:") and message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -211,7 +212,7 @@ def test_a_missing_shipped_network_is_a_clear_error(
 ) -> None:
     monkeypatch.setattr(pretrained, "shipped_model", lambda name: tmp_path / f"{name}.cat")
     plate = write_plate(tmp_path)
-    assert run(command, plate, tmp_path / "out" / "o.####.exr") == 2
+    assert run(command, plate, tmp_path / "out" / "o.####.exr") == errors.EXIT_ERROR  # an installation problem
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"copycat: error: The shipped {command.capitalize()} network is not installed")
     assert "--model" in error and not (tmp_path / "out").exists()

@@ -3,7 +3,9 @@
 A *run directory* is what one training job writes (``config.yaml``, ``loss.csv``, ``contact_sheets/``,
 ``checkpoints/``, ``model.cat``); a *data directory* holds several runs as subdirectories. Everything
 here tolerates a run that is being written at the same moment by a training thread or another process:
-a half-written last line of ``loss.csv`` is skipped, a missing file reads as empty.
+a half-written last line of ``loss.csv`` is skipped, a missing file reads as empty. A damaged or hostile
+run (a binary ``config.yaml``, a ``display.json`` nested 100 000 deep, a ``loss.csv`` of NUL bytes) never
+raises: it is listed as unreadable with the reason (:attr:`RunSummary.problem`), and the other runs load.
 
 The name shown for a run is the directory's name until the artist renames it; the new name is kept in
 ``display.json`` inside the run (written atomically), so the directory and every path in it stay put.
@@ -31,6 +33,10 @@ RUN_MARKERS = ("config.yaml", "loss.csv")
 DISPLAY_FILE = "display.json"
 #: New runs started from the panel in a data directory are called run_001, run_002, ...
 NEW_RUN_PREFIX = "run_"
+#: Largest ``display.json`` / ``latest.txt`` read (a name is a line; more is not ours).
+MAX_SMALL_FILE_BYTES = 64 << 10
+#: Status of a run whose files cannot be read (:attr:`RunSummary.problem` says why).
+UNREADABLE = "unreadable"
 
 
 @dataclass
@@ -58,8 +64,9 @@ class RunSummary:
     step: int  #: last logged step (0: not started)
     total_steps: Optional[int]  #: None when the job counts epochs and the pairs are not known yet
     last_loss: Optional[float]
-    status: str  #: "not started", "incomplete", "stopped", "finished"
+    status: str  #: "not started", "incomplete", "stopped", "finished", or "unreadable: <why>"
     has_checkpoint: bool
+    problem: str = ""  #: why the run's files cannot be read ("" when they can)
 
 
 def is_run_directory(path: PathLike) -> bool:
@@ -102,9 +109,9 @@ def read_loss_log(run_directory: PathLike) -> LossHistory:
     path = Path(run_directory) / "loss.csv"
     history = LossHistory()
     try:
-        with path.open(encoding="utf-8", newline="") as stream:
+        with path.open(encoding="utf-8", errors="replace", newline="") as stream:
             rows = list(csv.reader(stream))
-    except OSError:
+    except (OSError, csv.Error):  # csv.Error: NUL bytes, a field over csv's size limit (not a loss log)
         return history
     if not rows:
         return history
@@ -143,11 +150,20 @@ def display_name(run_directory: PathLike) -> str:
     """The name the artist gave the run, or its directory's name."""
     directory = Path(run_directory)
     try:
-        data = json.loads((directory / DISPLAY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(_read_small(directory / DISPLAY_FILE))
+    except (OSError, ValueError, RecursionError):  # missing, not JSON (or not UTF-8), nested past the stack
         return directory.name
     name = data.get("name") if isinstance(data, dict) else None
-    return name.strip() if isinstance(name, str) and name.strip() else directory.name
+    return " ".join(name.split())[:200] if isinstance(name, str) and name.strip() else directory.name
+
+
+def _read_small(path: Path) -> str:
+    """A small text file (``display.json``, ``latest.txt``); ValueError when it is too large or not UTF-8."""
+    with path.open("rb") as stream:
+        data = stream.read(MAX_SMALL_FILE_BYTES + 1)
+    if len(data) > MAX_SMALL_FILE_BYTES:
+        raise ValueError(f"{path} is over {MAX_SMALL_FILE_BYTES} bytes")
+    return data.decode("utf-8")
 
 
 def set_display_name(run_directory: PathLike, name: str) -> str:
@@ -173,8 +189,8 @@ def latest_contact_sheet(run_directory: PathLike) -> Optional[Path]:
     """The newest contact sheet of a run (from ``contact_sheets/latest.txt``, else the highest step)."""
     sheets = Path(run_directory) / "contact_sheets"
     try:
-        named = (sheets / "latest.txt").read_text(encoding="utf-8").strip()
-    except OSError:
+        named = _read_small(sheets / "latest.txt").strip()
+    except (OSError, ValueError):
         named = ""
     if named and (sheets / Path(named).name).is_file():
         return sheets / Path(named).name
@@ -197,10 +213,11 @@ def summarize(run_directory: PathLike, history: Optional[LossHistory] = None) ->
     """A :class:`RunSummary` of a run on disk (``history``: its loss log, when already read)."""
     directory = Path(run_directory)
     history = history if history is not None else read_loss_log(directory)
+    problem = ""
     try:
         config = read_config(directory)
-    except CopyCatError:
-        config = None
+    except CopyCatError as error:
+        config, problem = None, " ".join(str(error).split())
     total = config.steps if config is not None else None
     step = history.steps[-1] if history.steps else 0
     if not history.steps:
@@ -211,6 +228,8 @@ def summarize(run_directory: PathLike, history: Optional[LossHistory] = None) ->
         status = "stopped"
     else:
         status = "finished"
+    if problem:
+        status = f"{UNREADABLE}: {problem}"
     return RunSummary(
         path=directory,
         name=display_name(directory),
@@ -219,11 +238,13 @@ def summarize(run_directory: PathLike, history: Optional[LossHistory] = None) ->
         last_loss=history.losses[-1] if history.losses else None,
         status=status,
         has_checkpoint=has_checkpoint(directory),
+        problem=problem,
     )
 
 
 __all__ = [
     "DISPLAY_FILE",
+    "UNREADABLE",
     "LossHistory",
     "RunSummary",
     "contact_sheet_step",
