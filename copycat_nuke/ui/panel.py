@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -28,6 +28,7 @@ from copycat_nuke.errors import ConfigError, CopyCatError
 from copycat_nuke.ui import runs, theme
 from copycat_nuke.ui.contact_sheet import ContactSheetView
 from copycat_nuke.ui.loss_curve import DEFAULT_SMOOTHNESS, LossCurveWidget
+from copycat_nuke.ui.progress import Progress, Stat, format_duration
 from copycat_nuke.ui.qt import QtCore, QtGui, QtWidgets, Signal, combine
 from copycat_nuke.ui.run_table import NAME, SHOW, Run, RunTable, format_loss, run_signature
 
@@ -42,58 +43,6 @@ POLL_INTERVAL_MS = 100
 EVENT_BUDGET_S = 0.025
 #: How often runs on disk are checked for changes (s).
 REFRESH_INTERVAL_S = 2.0
-
-
-def format_duration(seconds: float) -> str:
-    """``75`` → ``01:15``, ``3725`` → ``1:02:05``; ``—`` when unknown (inf or nan)."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "—"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-@dataclass
-class _Progress:
-    """The live job's numbers, from its latest events."""
-
-    step: int = 0
-    total: Optional[int] = None
-    loss: Optional[float] = None
-    learning_rate: Optional[float] = None
-    patches_per_second: float = math.nan
-    elapsed: float = math.nan
-    eta: float = math.nan
-    device: str = ""
-    state: str = ""
-
-
-class _Stat(QtWidgets.QWidget):
-    """A small caption over a value, as in Nuke's progress displays."""
-
-    def __init__(self, caption: str, parent: Optional[QtWidgets.QWidget] = None) -> None:
-        super().__init__(parent)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(1)
-        self.caption = QtWidgets.QLabel(caption.upper())
-        self.value = QtWidgets.QLabel("—")
-        caption_font = QtGui.QFont(self.caption.font())
-        if caption_font.pointSizeF() > 0:
-            caption_font.setPointSizeF(caption_font.pointSizeF() * 0.8)
-        self.caption.setFont(caption_font)
-        self.caption.setStyleSheet(f"color: {theme.TEXT_DIM};")
-        value_font = QtGui.QFont(self.value.font())
-        if value_font.pointSizeF() > 0:
-            value_font.setPointSizeF(value_font.pointSizeF() * 1.15)
-        self.value.setFont(value_font)
-        self.value.setStyleSheet(f"color: {theme.TEXT_BRIGHT};")
-        layout.addWidget(self.caption)
-        layout.addWidget(self.value)
-
-    def set(self, text: str) -> None:
-        self.value.setText(text)
 
 
 class TrainingPanel(QtWidgets.QWidget):
@@ -120,7 +69,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self._job_done = True
         self._stop_requested = False
         self._live: Optional[Path] = None  # the attached job's run directory, known from its Started event
-        self._progress = _Progress()
+        self._progress = Progress()
         self._runs: dict[str, Run] = {}
         self._current: Optional[str] = None  # key of the run whose details are shown
         self._colours_used = 0
@@ -192,7 +141,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self._job_done = False
         self._stop_requested = False
         self._live = None
-        self._progress = _Progress(state="preparing")
+        self._progress = Progress(state="preparing")
         self._set_message("preparing: reading the frame pairs and building the network…")
         self._update_buttons()
         self._show_progress()
@@ -269,12 +218,12 @@ class TrainingPanel(QtWidgets.QWidget):
         stats = QtWidgets.QHBoxLayout()
         stats.setSpacing(24)
         self.stats = {  # the progress numbers, by name
-            "step": _Stat("Step"),
-            "patches": _Stat("Patches/s"),
-            "elapsed": _Stat("Elapsed"),
-            "eta": _Stat("ETA"),
-            "loss": _Stat("Loss"),
-            "lr": _Stat("Learning rate"),
+            "step": Stat("Step"),
+            "patches": Stat("Patches/s"),
+            "elapsed": Stat("Elapsed"),
+            "eta": Stat("ETA"),
+            "loss": Stat("Loss"),
+            "lr": Stat("Learning rate"),
         }
         for stat in self.stats.values():
             stats.addWidget(stat)
@@ -453,9 +402,7 @@ class TrainingPanel(QtWidgets.QWidget):
         run.signature = ()
         self._curve.set_series(run.key, run.history.steps, run.history.losses, label=run.name, colour=run.colour)
         self._curve.set_highlight(run.key)
-        self._progress = _Progress(
-            step=event.start_step, total=event.total_steps, device=event.device, state="training"
-        )
+        self._progress = Progress(step=event.start_step, total=event.total_steps, device=event.device, state="training")
         if run.history.losses:
             self._progress.loss = run.history.losses[-1]
         verb = "resuming at step " + str(event.start_step) if event.start_step else "training"
