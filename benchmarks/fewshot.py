@@ -12,7 +12,7 @@ spatial effect.
 
 Time to quality: each run also reports the training minutes (and CPU minutes) until held-out PSNR first
 came within 0.5 dB of the best it reached. ``fullres`` is the engine issue's trainer (full resolution,
-equal level weights), the "before" of the README's time-to-quality tables.
+equal level weights), the "before" of the time-to-quality tables in docs/benchmarks.md.
 """
 
 from __future__ import annotations

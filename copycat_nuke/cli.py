@@ -611,7 +611,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print("\nheld-out PSNR (dB), frames " + summary["held_out_frames"] + ":")
     for method, value in summary["held_out_psnr_db"].items():
         print(f"  {method:<14}{value:6.2f}")
-    for key in ("loss_curve", "contact_sheets", "outputs", "model"):
+    for key in ("before_after", "loss_curve", "contact_sheets", "outputs", "model"):
         print(f"{key.replace('_', ' ')}: {summary[key]}")
     return 0
 

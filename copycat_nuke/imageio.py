@@ -11,12 +11,13 @@ What this module promises:
   8/16-bit integers map to 0..1); alpha is never premultiplied or divided on the way.
 * **Channels are found by name, never by position.** OpenImageIO reorders EXR channels on read (RGBA first,
   then the rest sorted), so ``channels="rgba"``, ``"mask.a"``, ``"rgba.red"`` or ``["R", "G", "B"]`` are
-  resolved against the file's names (see :func:`resolve_channels`).
+  resolved against the file's names (see :func:`resolve_channels`, in :mod:`copycat_nuke.channels`).
 * **Writes are atomic.** :func:`write_frame` writes a hidden temporary file next to the target and renames
   it over the target, so a crash or Ctrl-C never leaves a half-written frame where a frame should be.
 * **Sequences** use Nuke's spellings: ``shot.####.exr``, ``shot.%04d.exr``, ``shot.@@@@.exr`` or a
-  directory holding one sequence (:class:`ImageSequence`); frame lists read ``1001-1100``, ``1,5,9``,
-  ``1-100x4`` or combinations (:func:`parse_frame_list`).
+  directory holding one sequence (:class:`ImageSequence`, in :mod:`copycat_nuke.sequences`); frame lists
+  read ``1001-1100``, ``1,5,9``, ``1-100x4`` or combinations (:func:`parse_frame_list`, in
+  :mod:`copycat_nuke.framelist`). Both are re-exported here.
 
 Every failure on bad input is a :class:`~copycat_nuke.errors.CopyCatError` that names the file, frame or
 text at fault.
@@ -29,22 +30,31 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import OpenImageIO as oiio
 
+from copycat_nuke.channels import (
+    ChannelSpec,
+    PathLike,
+    canonical_order,
+    missing_channel,
+    names_for_writing,
+    resolve_channels,
+    resolve_token,
+    split_spec,
+)
 from copycat_nuke.errors import (
     ChannelError,
     FrameMissingError,
     ImageIOError,
     ResolutionMismatchError,
-    SequenceError,
 )
 from copycat_nuke.framelist import format_frame_list, parse_frame_list  # stdlib: Nuke imports them alone
+from copycat_nuke.sequences import ImageSequence, frame_number_in
 
 __all__ = [
     "Frame",
@@ -61,8 +71,6 @@ __all__ = [
     "write_frame",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-ChannelSpec = Union[str, Sequence[str]]
 
 #: Pixel types each writer accepts; the first is the default for that format.
 FORMAT_PIXEL_TYPES: dict[str, tuple[str, ...]] = {
@@ -91,10 +99,6 @@ _LAYOUT_METADATA = frozenset(
         "tiff:RowsPerStrip",
     }
 )
-
-_MAIN_LAYERS = ("", "rgba", "rgb")
-_LONG_NAMES = {"red": "r", "green": "g", "blue": "b", "alpha": "a"}
-_CANONICAL_ORDERS = (("r", "g", "b", "a"), ("r", "g", "b"), ("y", "a"), ("y",))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -251,133 +255,7 @@ def check_same_size(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Channel names
-
-
-def _split_spec(spec: ChannelSpec) -> list[str]:
-    items = [spec] if isinstance(spec, str) else list(spec)
-    tokens: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise TypeError(f"channel names must be strings, got {item!r}")
-        tokens.extend(t for t in re.split(r"[,\s]+", item) if t)
-    if not tokens:
-        raise ChannelError(f"No channels asked for in {spec!r}: name some, e.g. 'rgba', 'mask.a' or 'R,G,B'.")
-    return tokens
-
-
-def _channel_key(name: str) -> tuple[str, str]:
-    """(layer, channel), lower case, with Nuke's long names shortened and rgba/rgb meaning the main layer."""
-    layer, _, chan = name.rpartition(".")
-    layer, chan = layer.lower(), chan.lower()
-    if layer in _MAIN_LAYERS:
-        layer = ""
-    return layer, _LONG_NAMES.get(chan, chan)
-
-
-def _missing_channel(token: str, available: Sequence[str], path: PathLike | None, why: str = "") -> ChannelError:
-    where = f" in {path}" if path is not None else ""
-    has = ", ".join(available) if available else "(no channels)"
-    return ChannelError(
-        f"No channel {token!r}{why}{where}. It has: {has}. "
-        "Ask for channels by name, e.g. 'rgba', 'rgb', 'alpha', 'mask.a' or 'R,G,B'."
-    )
-
-
-def _resolve_token(token: str, available: Sequence[str], path: PathLike | None) -> list[str]:
-    if token in available:  # exact, case-sensitive match always wins
-        return [token]
-    lowered = token.lower()
-    if lowered in ("rgb", "rgba"):
-        names = []
-        for letter, long_name in zip(lowered, ("red", "green", "blue", "alpha")):
-            try:
-                names.extend(_resolve_token(letter, available, path))
-            except ChannelError:
-                raise _missing_channel(long_name, available, path, f" (part of {token!r})") from None
-        return names
-    if lowered == "all":
-        return list(available)
-    key = _channel_key(token)
-    matches = [c for c in available if _channel_key(c) == key]
-    if len(matches) > 1:
-        raise _missing_channel(token, available, path, f" (ambiguous: {', '.join(matches)}; name one exactly)")
-    if matches:
-        return matches
-    # A layer name on its own ("mask", "N", "depth") means every channel of that layer, in file order.
-    layer = [c for c in available if "." in c and c.rpartition(".")[0].lower() == lowered]
-    if layer:
-        return layer
-    # A greyscale file (PNG/DPX/TIFF/JPEG "Y") answers for red, green and blue, as Nuke's Read does.
-    if key[0] == "" and key[1] in ("r", "g", "b"):
-        luma = [c for c in available if _channel_key(c) == ("", "y")]
-        if len(luma) == 1:
-            return luma
-    raise _missing_channel(token, available, path)
-
-
-def resolve_channels(spec: ChannelSpec, available: Sequence[str], *, path: PathLike | None = None) -> list[str]:
-    """Map an artist's channel spec to names from ``available`` (a file's channels), in the order asked.
-
-    ``spec`` is a string of comma- or space-separated names, or a sequence of them. Each name is matched:
-
-    1. exactly (case-sensitive), e.g. ``"R"``, ``"mask.A"``;
-    2. ``rgb``/``rgba`` expand to red, green, blue (and alpha); ``all`` means every channel;
-    3. tolerantly: case-insensitive, Nuke's long names (``red``/``alpha``), and ``rgba.``/``rgb.`` meaning
-       the main layer, so ``a``, ``alpha``, ``rgba.alpha`` find ``A`` and ``mask.a`` finds ``mask.A``;
-    4. a layer name alone (``mask``, ``N``) means all channels of that layer;
-    5. ``r``/``g``/``b`` fall back to ``Y`` in a greyscale file.
-
-    Raises:
-        ChannelError: naming ``path``, the channel asked for and the channels ``available``.
-    """
-    return [name for token in _split_spec(spec) for name in _resolve_token(token, available, path)]
-
-
-def _names_for_writing(spec: ChannelSpec | None, count: int, target: Path) -> list[str]:
-    """Channel names to store: main-layer shorthands become R, G, B, A; layered names are kept as given."""
-    if spec is None:
-        defaults = {1: ["Y"], 2: ["Y", "A"], 3: ["R", "G", "B"], 4: ["R", "G", "B", "A"]}
-        if count not in defaults:
-            raise ChannelError(
-                f"Cannot write {target}: a {count}-channel image needs channel names, "
-                "e.g. channels=['R', 'G', 'B', 'A', 'mask.A']."
-            )
-        return defaults[count]
-    names: list[str] = []
-    for token in _split_spec(spec):
-        if token.lower() in ("rgb", "rgba"):
-            names.extend(c.upper() for c in token.lower())
-            continue
-        layer, chan = _channel_key(token)
-        names.append(chan.upper() if layer == "" and chan in ("r", "g", "b", "a") else token)
-    if len(set(names)) != len(names):
-        raise ChannelError(f"Cannot write {target}: channel names {names} repeat; name each channel once.")
-    if len(names) != count:
-        raise ChannelError(
-            f"Cannot write {target}: {len(names)} channel names ({', '.join(names)}) for an image with "
-            f"{count} channels. Give one name per channel."
-        )
-    return names
-
-
-def _canonical_order(names: Sequence[str]) -> list[int] | None:
-    """Index order putting R,G,B(,A) or Y(,A) first, for formats that store channels by position only."""
-    keys = [_channel_key(n) for n in names]
-    for order in _CANONICAL_ORDERS:
-        wanted = [("", c) for c in order]
-        if sorted(keys) == sorted(wanted):
-            return [keys.index(k) for k in wanted]
-    return None
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Reading
-
-
-def _frame_number_in(path: Path) -> int | None:
-    match = _FRAME_IN_NAME.fullmatch(path.name)
-    return int(match.group("frame")) if match else None
 
 
 def _damaged(path: Path, detail: str) -> ImageIOError:
@@ -391,7 +269,7 @@ def _damaged(path: Path, detail: str) -> ImageIOError:
 
 def _open_input(path: Path) -> oiio.ImageInput:
     if not path.exists():
-        number = _frame_number_in(path)
+        number = frame_number_in(path)
         frame = f"Frame {number} is missing: " if number is not None else ""
         raise FrameMissingError(f"{frame}{path} does not exist. Check the path and that the frame was rendered.")
     if path.is_dir():
@@ -480,14 +358,14 @@ def _resolve_across_parts(tokens: list[str], parts: list[_Part], path: Path) -> 
         first_error: ChannelError | None = None
         for part in parts:
             try:
-                hits = [(part, n, n) for n in _resolve_token(token, part.channels, path)]
+                hits = [(part, n, n) for n in resolve_token(token, part.channels, path)]
                 break
             except ChannelError as error:
                 first_error = first_error or error
             prefix = part.name + "."
             if part.name and token.lower().startswith(prefix.lower()):
                 try:
-                    names = _resolve_token(token[len(prefix) :], part.channels, path)
+                    names = resolve_token(token[len(prefix) :], part.channels, path)
                     hits = [(part, n, f"{part.name}.{n}") for n in names]
                     break
                 except ChannelError:
@@ -496,7 +374,7 @@ def _resolve_across_parts(tokens: list[str], parts: list[_Part], path: Path) -> 
             raise first_error
         if not hits:
             everything = [(f"{p.name}.{c}" if p.name and p.index else c) for p in parts for c in p.channels]
-            raise _missing_channel(token, everything, path)
+            raise missing_channel(token, everything, path)
         found.extend(hits)
     return found
 
@@ -556,7 +434,7 @@ def read_frame(path: PathLike, channels: ChannelSpec | None = None, *, subimage:
         if channels is None:
             wanted = [(parts[0], n, n) for n in parts[0].channels]
         else:
-            wanted = _resolve_across_parts(_split_spec(channels), parts, path)
+            wanted = _resolve_across_parts(split_spec(channels), parts, path)
         main = wanted[0][0]
         used = list(dict.fromkeys(p for p, _, _ in wanted))
         display, data = _window_of(main.spec)
@@ -769,7 +647,7 @@ def write_frame(
 
     if channels is None and like is not None and len(like.channels) == count:
         channels = like.channels
-    names = _names_for_writing(channels, count, target)
+    names = names_for_writing(channels, count, target)
 
     same_layout_as_like = like is not None and (like.width, like.height) == (width, height)
     if display_window is None:
@@ -802,7 +680,7 @@ def write_frame(
             "Write .png or .exr to keep alpha, or select 'rgb'."
         )
     if fmt != "openexr":
-        order = _canonical_order(names)
+        order = canonical_order(names)
         if order is not None:
             names = [names[i] for i in order]
             array = array[..., order]
@@ -934,197 +812,3 @@ def _oiio_error(obj: oiio.ImageInput | oiio.ImageOutput | None = None) -> str:
     """OIIO's pending error message of ``obj`` (and the global one) on one line; reading clears them."""
     own = obj.geterror() if obj is not None else ""
     return " ".join(f"{own} {oiio.geterror()}".split())
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sequences
-
-# A frame number right before the extension; a minus is a sign only after "." or "_" ("shot.-005.exr"),
-# so "plate-0001.exr" is frame 1 of "plate-".
-_FRAME_IN_NAME = re.compile(r"(?P<prefix>.*?)(?P<frame>(?<=[._])-\d+|\d+)(?P<suffix>\.[^.]+)")
-_PLACEHOLDER = re.compile(r"#+|@+|%0?(?P<width>\d*)d")
-_PATTERN_EXAMPLE = "e.g. 'shot.####.exr', 'shot.%04d.exr', 'shot.@@@@.exr' or a directory holding one sequence"
-
-
-def _image_extensions() -> frozenset[str]:
-    listing = oiio.get_string_attribute("extension_list")
-    return frozenset(
-        "." + ext.lower() for entry in listing.split(";") for ext in entry.partition(":")[2].split(",") if ext
-    )
-
-
-def _format_frame(frame: int, padding: int) -> str:
-    return f"{frame:0{padding}d}"
-
-
-@dataclass(frozen=True)
-class ImageSequence:
-    """Numbered frames on disk: ``directory/prefix<frame zero-padded to padding>suffix``.
-
-    ``padding`` is ``None`` for a single still file, which answers for every frame (as Nuke's Read does).
-    Frame numbers longer than the padding are written in full, negative ones with a sign (``-005``).
-    """
-
-    directory: Path
-    prefix: str
-    padding: int | None
-    suffix: str
-
-    @property
-    def pattern(self) -> str:
-        """Nuke's spelling, one ``#`` per digit: ``/shots/a/shot.####.exr``."""
-        return str(self.directory / (self.prefix + "#" * (self.padding or 0) + self.suffix))
-
-    def __str__(self) -> str:
-        return self.pattern
-
-    @classmethod
-    def parse(cls, spec: PathLike) -> ImageSequence:
-        """Understand ``shot.####.exr``, ``shot.%04d.exr``, ``shot.@@@@.exr``, a directory or one file.
-
-        ``#`` and ``@`` stand for one digit each; ``%d`` means no padding. A directory must hold exactly one
-        sequence (or one still) of image files; hidden files are ignored. Any other path is a still.
-
-        Raises:
-            SequenceError: naming the text at fault with an example of the right form.
-        """
-        text = os.fspath(spec)
-        if not text.strip():
-            raise SequenceError(f"No sequence given: name one, {_PATTERN_EXAMPLE}.")
-        path = Path(text)
-        placeholders = list(_PLACEHOLDER.finditer(path.name))
-        if not placeholders:
-            if path.is_dir():
-                return cls._only_sequence_in(path)
-            return cls(path.parent, path.name, None, "")
-        if len(placeholders) > 1:
-            raise SequenceError(
-                f"The sequence {text!r} has more than one frame-number placeholder "
-                f"({', '.join(m.group() for m in placeholders)}): use one, {_PATTERN_EXAMPLE}."
-            )
-        (match,) = placeholders
-        token = match.group()
-        if token.startswith("%"):
-            width = match.group("width")
-            if width and not token.startswith("%0"):
-                raise SequenceError(
-                    f"The sequence {text!r} uses {token!r}, which pads with spaces: "
-                    f"write %0{width}d for zero padding, {_PATTERN_EXAMPLE}."
-                )
-            padding = int(width) if width else 1
-        else:
-            padding = len(token)
-        if padding < 1:
-            raise SequenceError(f"The sequence {text!r} has zero padding: {_PATTERN_EXAMPLE}.")
-        name = path.name
-        return cls(path.parent, name[: match.start()], padding, name[match.end() :])
-
-    @classmethod
-    def _only_sequence_in(cls, directory: Path) -> ImageSequence:
-        found = _sequences_in(directory)
-        if len(found) == 1:
-            return found[0][0]
-        if not found:
-            raise SequenceError(
-                f"No image files in the directory {directory}: point at a directory holding one sequence, "
-                f"or name the files, {_PATTERN_EXAMPLE}."
-            )
-        listing = "; ".join(
-            f"{seq.pattern} ({format_frame_list(frames)})" if seq.padding else seq.pattern for seq, frames in found
-        )
-        raise SequenceError(
-            f"The directory {directory} holds {len(found)} sequences: {listing}. "
-            "Name the one you mean, e.g. '" + str(found[0][0].pattern) + "'."
-        )
-
-    def path(self, frame: int) -> Path:
-        """The file of ``frame`` (the still itself, for a still)."""
-        if self.padding is None:
-            return self.directory / self.prefix
-        return self.directory / f"{self.prefix}{_format_frame(frame, self.padding)}{self.suffix}"
-
-    def existing_frames(self) -> list[int]:
-        """The frames that exist on disk, sorted (a still: its frame number from the name, else 0)."""
-        if self.padding is None:
-            path = self.path(0)
-            if not path.is_file():
-                return []
-            number = _frame_number_in(path)
-            return [number if number is not None else 0]
-        return sorted(frame for frame, _ in self._matching_files())
-
-    def _matching_files(self) -> Iterator[tuple[int, str]]:
-        assert self.padding is not None
-        pattern = re.compile(re.escape(self.prefix) + r"(-?\d+)" + re.escape(self.suffix))
-        try:
-            entries = list(os.scandir(self.directory))
-        except OSError:
-            return
-        for entry in entries:
-            match = pattern.fullmatch(entry.name)
-            if match and _format_frame(int(match.group(1)), self.padding) == match.group(1) and entry.is_file():
-                yield int(match.group(1)), entry.name
-
-    def frames(self, frame_list: str | Sequence[int] | None = None) -> list[int]:
-        """The frames to use, sorted: all that exist (``None``), or those listed, each checked on disk.
-
-        Raises:
-            FrameMissingError: listing the missing frames compactly and the frames that do exist.
-            SequenceError: ``frame_list`` cannot be read.
-        """
-        if frame_list is None:
-            existing = self.existing_frames()
-            if not existing:
-                raise FrameMissingError(
-                    f"No frames of {self.pattern} exist. Check the path, the padding "
-                    "(one # per digit) and that the frames were rendered."
-                )
-            return existing
-        wanted = parse_frame_list(frame_list) if isinstance(frame_list, str) else sorted(set(frame_list))
-        missing = [f for f in wanted if not self.path(f).is_file()]
-        if missing:
-            have = format_frame_list(self.existing_frames()) or "none"
-            noun = f"Frame {missing[0]} is" if len(missing) == 1 else f"Frames {format_frame_list(missing)} are"
-            raise FrameMissingError(
-                f"{noun} missing from {self.pattern} (e.g. {self.path(missing[0])}); frames on disk: {have}. "
-                "Render or copy the missing frames, or ask only for frames that exist."
-            )
-        return wanted
-
-    def read(self, frame: int, channels: ChannelSpec | None = None) -> Frame:
-        """:func:`read_frame` of ``frame``; a missing file raises :class:`FrameMissingError` naming it."""
-        path = self.path(frame)
-        if not path.exists():
-            raise FrameMissingError(
-                f"Frame {frame} of {self.pattern} is missing: {path} does not exist. "
-                "Render or copy it, or leave it out of the frame range."
-            )
-        return read_frame(path, channels)
-
-
-def _sequences_in(directory: Path) -> list[tuple[ImageSequence, list[int]]]:
-    """Every sequence and still among the visible image files of ``directory``, sorted by pattern."""
-    extensions = _image_extensions()
-    groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    stills: list[ImageSequence] = []
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        name = entry.name
-        if name.startswith(".") or Path(name).suffix.lower() not in extensions or not entry.is_file():
-            continue
-        match = _FRAME_IN_NAME.fullmatch(name)
-        if match is None:
-            stills.append(ImageSequence(directory, name, None, ""))
-            continue
-        key = (match.group("prefix"), match.group("suffix"))
-        groups.setdefault(key, []).append((int(match.group("frame")), match.group("frame")))
-    found: list[tuple[ImageSequence, list[int]]] = [(s, s.existing_frames()) for s in stills]
-    for (prefix, suffix), members in groups.items():
-        # The padding is the shortest spelling; a frame spelled otherwise ("01" beside "1") is ambiguous.
-        padding = min(len(digits) for _, digits in members)
-        if all(_format_frame(f, padding) == d for f, d in members):
-            found.append((ImageSequence(directory, prefix, padding, suffix), sorted(f for f, _ in members)))
-        else:
-            for width in sorted({len(d) for _, d in members}):
-                frames = [f for f, d in members if len(d) == width]
-                found.append((ImageSequence(directory, prefix, width, suffix), sorted(frames)))
-    return sorted(found, key=lambda item: item[0].pattern)

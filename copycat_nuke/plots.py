@@ -9,34 +9,58 @@ Public API:
 
 - :func:`smooth`: TensorBoard's debiased exponential moving average (the Progress tab uses it too).
 - :func:`render_loss_curve` / :func:`save_loss_curve`: an anti-aliased loss plot, uint8 H×W×3.
-- :func:`contact_sheet` / :func:`save_contact_sheet`: labelled tiles (input, prediction, ...).
-- :func:`difference_image`: a heat-coloured ``|a - b|`` for the difference column.
-- :func:`write_png_atomic`: the PNG writer the others share; readers never see half a file.
+- :func:`contact_sheet` / :func:`save_contact_sheet`: labelled tiles (input, prediction, ...), and
+  :func:`difference_image`: a heat-coloured ``|a - b|`` for the difference column; both in
+  :mod:`copycat_nuke.contact_sheets`, re-exported here.
+- :func:`write_png_atomic`: the PNG writer the others share; readers never see half a file (in
+  :mod:`copycat_nuke.drawing`, with the theme, canvas, text and curve rasteriser).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import typing
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
-import OpenImageIO as oiio
 
-from copycat_nuke.errors import CopyCatError, ImageIOError
+from copycat_nuke.contact_sheets import contact_sheet, difference_image, save_contact_sheet
+from copycat_nuke.drawing import (
+    _BACKGROUND,
+    _FONT,
+    _FONT_BOLD,
+    _FRAME,
+    _GRID_MAJOR,
+    _GRID_MINOR,
+    _PLOT_BACKGROUND,
+    _RAW_ALPHA,
+    _SERIES_COLOURS,
+    _TEXT,
+    _TEXT_BRIGHT,
+    _TEXT_DIM,
+    Colour,
+    FloatArray,
+    Image8,
+    _blend,
+    _cap_height,
+    _curve_segments,
+    _descent,
+    _draw_text,
+    _draw_text_vertical,
+    _fill_rect,
+    _new_canvas,
+    _rasterise,
+    _text_width,
+    _to_uint8,
+    write_png_atomic,
+)
+from copycat_nuke.errors import CopyCatError
 
-FloatArray = npt.NDArray[np.float64]
-Image8 = npt.NDArray[np.uint8]
-# typing's generics in these run-time aliases: the panel runs in Nuke 13's Python 3.7 (tuple[...] needs 3.9)
-Colour = typing.Tuple[float, float, float]  # noqa: UP006
 #: A 1-D series of numbers: a list, or a numpy array straight from the training log.
 Values = Union[typing.Sequence[float], npt.NDArray[Any]]
 
@@ -49,31 +73,6 @@ __all__ = [
     "smooth",
     "write_png_atomic",
 ]
-
-
-def _hex(code: str) -> Colour:
-    return (int(code[1:3], 16) / 255.0, int(code[3:5], 16) / 255.0, int(code[5:7], 16) / 255.0)
-
-
-# Nuke's dark theme. Colours are display (sRGB-encoded) values; blending happens in that space,
-# as in every UI toolkit, so a 30 % line looks the way a UI designer expects.
-_BACKGROUND = _hex("#262626")
-_PLOT_BACKGROUND = _hex("#2b2b2b")
-_GRID_MAJOR = _hex("#3b3b3b")
-_GRID_MINOR = _hex("#303030")
-_FRAME = _hex("#4a4a4a")
-_TEXT = _hex("#a8a8a8")
-_TEXT_BRIGHT = _hex("#d8d8d8")
-_TEXT_DIM = _hex("#7a7a7a")
-#: Smoothed curve colours: the first is Nuke's curve orange, the rest tell extra runs apart.
-_SERIES_COLOURS = tuple(
-    _hex(c) for c in ("#f0a030", "#4fb3e8", "#8cc152", "#e0607e", "#b48ee0", "#e8d44d", "#4dd0b4", "#d8d8d8")
-)
-_RAW_ALPHA = 0.3  # the raw curve is context, the smoothed one is the message
-_SUPERSAMPLE = 4  # curve anti-aliasing: rasterise at 4× then box-filter down (16 coverage levels)
-
-_FONT = "DroidSans"
-_FONT_BOLD = "DroidSans-Bold"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,240 +112,6 @@ def smooth(values: Values, smoothness: float = 0.6) -> FloatArray:
         weight = w * weight + (1.0 - w)
         out[i] = mean / weight
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Atomic PNG writing
-
-
-def _write_png(path: Path, image: Image8) -> None:
-    """Write ``image`` to ``path`` with OIIO (the format comes from the ``.png`` extension)."""
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    out = oiio.ImageOutput.create(str(path))
-    if out is None:
-        raise ImageIOError(f"Cannot write {path}: OpenImageIO has no PNG writer ({oiio.geterror()}).")
-    spec = oiio.ImageSpec(width, height, channels, oiio.UINT8)
-    if channels == 4:  # our RGBA is straight alpha, as PNG stores it: no premultiply round trip
-        spec.attribute("oiio:UnassociatedAlpha", 1)
-    pixels = np.ascontiguousarray(image.reshape(height, width, channels))
-    try:
-        if not out.open(str(path), spec) or not out.write_image(pixels):
-            raise ImageIOError(f"Cannot write {path}: {out.geterror() or 'unknown OpenImageIO error'}.")
-    finally:
-        out.close()
-
-
-def write_png_atomic(path: Union[str, os.PathLike[str]], image_uint8: Image8) -> Path:
-    """Write a uint8 H×W, H×W×1, H×W×3 or H×W×4 image as a PNG, atomically.
-
-    The pixels go to a hidden temporary file in the same directory (``.name.<random>.tmp.png``), which
-    then replaces ``path`` in one ``os.replace``: a Nuke Read node or an image viewer polling the file
-    during training sees the old plot or the new one, never half of one. Missing parent directories
-    are created. On any failure the temporary file is removed and ``path`` is left as it was.
-
-    Returns:
-        ``path`` as a :class:`pathlib.Path`.
-    """
-    target = Path(path)
-    image = np.asarray(image_uint8)
-    if image.dtype != np.uint8:
-        raise CopyCatError(f"write_png_atomic needs a uint8 image, got {image.dtype} for {target}.")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
-        raise CopyCatError(f"write_png_atomic needs an H×W, H×W×3 or H×W×4 image, got {image.shape}.")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise CopyCatError(f"Cannot write an empty {image.shape} image to {target}.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageIOError(f"Cannot create the folder for {target}: {exc}.") from exc
-    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.tmp.png")
-    try:
-        _write_png(temp, image)
-        os.replace(temp, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): the panel runs on Python 3.7
-            temp.unlink()
-        if isinstance(exc, OSError):
-            raise ImageIOError(f"Cannot write {target}: {exc}.") from exc
-        raise
-    return target
-
-
-# --------------------------------------------------------------------------------------------------
-# Drawing primitives: a float32 H×W×3 canvas of display values in 0..1
-
-
-def _new_canvas(height: int, width: int, colour: Colour) -> npt.NDArray[np.float32]:
-    canvas = np.empty((height, width, 3), dtype=np.float32)
-    canvas[:] = colour
-    return canvas
-
-
-def _to_uint8(canvas: npt.NDArray[np.float32]) -> Image8:
-    return np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _blend(
-    canvas: npt.NDArray[np.float32],
-    top: int,
-    left: int,
-    coverage: npt.NDArray[np.float32],
-    colour: Colour,
-    alpha: float = 1.0,
-) -> None:
-    """Composite ``colour`` over ``canvas`` through ``coverage`` (h×w, 0..1) placed at (top, left)."""
-    h, w = coverage.shape
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
-    if y1 <= y0 or x1 <= x0:
-        return
-    a = coverage[y0 - top : y1 - top, x0 - left : x1 - left, None] * np.float32(alpha)
-    region = canvas[y0:y1, x0:x1]
-    region += (np.asarray(colour, dtype=np.float32) - region) * a
-
-
-def _fill_rect(canvas: npt.NDArray[np.float32], top: int, left: int, h: int, w: int, colour: Colour) -> None:
-    canvas[max(top, 0) : max(top + h, 0), max(left, 0) : max(left + w, 0)] = colour
-
-
-@dataclass(frozen=True)
-class _Text:
-    """One rendered string: coverage mask plus where it sits relative to the pen (left, baseline)."""
-
-    mask: npt.NDArray[np.float32]
-    dx: int  # mask column 0 is at pen x + dx
-    dy: int  # mask row 0 is at baseline + dy
-    width: int  # advance-ish width used for alignment
-
-
-@lru_cache(maxsize=1024)
-def _render_text(text: str, size: int, font: str) -> _Text:
-    roi = oiio.ImageBufAlgo.text_size(text, size, font)
-    if not roi.defined or roi.width <= 0:
-        return _Text(np.zeros((1, 1), np.float32), 0, 0, 0)
-    pad = 1
-    w, h = roi.xend - roi.xbegin + 2 * pad, roi.yend - roi.ybegin + 2 * pad
-    buf = oiio.ImageBuf(oiio.ImageSpec(w, h, 1, oiio.FLOAT))
-    oiio.ImageBufAlgo.render_text(buf, pad - roi.xbegin, pad - roi.ybegin, text, size, font, (1.0,))
-    mask = np.asarray(buf.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(h, w)
-    return _Text(np.clip(mask, 0, 1), roi.xbegin - pad, roi.ybegin - pad, roi.xend)
-
-
-@lru_cache(maxsize=64)
-def _cap_height(size: int, font: str) -> int:
-    """Height of a digit above the baseline: used to centre numbers on tick positions."""
-    return -oiio.ImageBufAlgo.text_size("0123456789", size, font).ybegin
-
-
-@lru_cache(maxsize=64)
-def _descent(size: int, font: str) -> int:
-    return max(oiio.ImageBufAlgo.text_size("gjpqy", size, font).yend, 0)
-
-
-def _text_width(text: str, size: int, font: str = _FONT) -> int:
-    return _render_text(text, size, font).width
-
-
-def _draw_text(
-    canvas: npt.NDArray[np.float32],
-    text: str,
-    x: float,
-    baseline: float,
-    size: int,
-    colour: Colour,
-    *,
-    font: str = _FONT,
-    align: str = "left",
-) -> None:
-    """Draw ``text`` with its pen at (x, baseline); ``align`` is left, centre or right of ``x``."""
-    t = _render_text(text, size, font)
-    if align == "right":
-        x -= t.width
-    elif align == "centre":
-        x -= t.width / 2
-    _blend(canvas, round(baseline) + t.dy, round(x) + t.dx, t.mask, colour)
-
-
-def _draw_text_vertical(
-    canvas: npt.NDArray[np.float32], text: str, cx: float, cy: float, size: int, colour: Colour
-) -> None:
-    """Draw ``text`` reading bottom to top, its ink centred on (cx, cy): the y-axis title."""
-    t = _render_text(text, size, _FONT)
-    mask = np.ascontiguousarray(np.rot90(t.mask))
-    _blend(canvas, round(cy - mask.shape[0] / 2), round(cx - mask.shape[1] / 2), mask, colour)
-
-
-def _rasterise(
-    segments: FloatArray, height: int, width: int, line_width: float
-) -> tuple[npt.NDArray[np.float32], int, int]:
-    """Anti-aliased coverage of line segments ``K×4`` (x0, y0, x1, y1) on a height×width pixel grid.
-
-    Pixel (row i, column j) spans [j, j+1) × [i, i+1). Segments are sampled densely on a grid
-    ``_SUPERSAMPLE`` times finer, thickened by a disc of the line width, and box-filtered back down.
-    Coverage is a union, so overlapping strokes of one curve never add up to more than one stroke.
-
-    Returns:
-        (coverage 0..1, top, left): coverage of the curve's bounding box and where it sits in the grid.
-    """
-    ss = _SUPERSAMPLE
-    empty = (np.zeros((0, 0), np.float32), 0, 0)
-    if not len(segments):
-        return empty
-    radius = max(line_width * ss / 2.0, 0.5)
-    r = math.ceil(radius)
-    p0, p1 = segments[:, :2] * ss, segments[:, 2:] * ss
-    counts = np.ceil(np.hypot(*(p1 - p0).T) / 0.7).astype(np.int64) + 1  # < 1 fine pixel apart
-    which = np.repeat(np.arange(len(segments)), counts)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    t = (np.arange(which.size) - starts) / np.repeat(np.maximum(counts - 1, 1), counts)
-    points = p0[which] + t[:, None] * (p1 - p0)[which]
-    fx, fy = np.floor(points[:, 0]).astype(np.int64), np.floor(points[:, 1]).astype(np.int64)
-    keep = (fx >= -r) & (fx < width * ss + r) & (fy >= -r) & (fy < height * ss + r)
-    fx, fy = fx[keep], fy[keep]
-    if not fx.size:
-        return empty
-    # Only the curve's bounding box (in whole output pixels) is rasterised: a marker dot costs nothing.
-    left, top = max(0, int(fx.min() - r) // ss), max(0, int(fy.min() - r) // ss)
-    right, bottom = min(width, int(fx.max() + r) // ss + 1), min(height, int(fy.max() + r) // ss + 1)
-    if right <= left or bottom <= top:
-        return empty
-    hs, ws = (bottom - top) * ss, (right - left) * ss
-    padded_w = ws + 2 * r  # a margin of r fine pixels all round, so the disc never wraps onto a row
-    padded = np.zeros((hs + 2 * r) * padded_w, dtype=bool)
-    centres = np.unique((fy - top * ss + r) * padded_w + (fx - left * ss + r))
-    # Stamp the disc at every centre: a few index writes per point, far cheaper than dilating the
-    # whole image, since a curve covers a small part of its bounding box.
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dx * dx + dy * dy <= radius * radius:
-                offset = centres + (dy * padded_w + dx)
-                padded[offset[(offset >= 0) & (offset < padded.size)]] = True
-    mask = padded.reshape(hs + 2 * r, padded_w)[r : r + hs, r : r + ws]
-    fine = np.ascontiguousarray(mask).view(np.uint8).reshape(bottom - top, ss, right - left, ss)
-    coverage = fine.sum(axis=3, dtype=np.uint8).sum(axis=1, dtype=np.uint8) * np.float32(1.0 / (ss * ss))
-    return coverage, top, left
-
-
-def _curve_segments(x: FloatArray, y: FloatArray) -> FloatArray:
-    """Segments that draw the polyline through (x, y) pixel positions, ``K×4``.
-
-    When there are more points than pixel columns (100k steps on a 900-pixel plot) each column is
-    drawn as a vertical stroke from its lowest to its highest value, joined to the next column: the
-    min/max envelope looks exactly like the full polyline at this resolution at a fraction of the cost.
-    """
-    if x.size == 1:
-        return np.array([[x[0], y[0], x[0], y[0]]])
-    columns = np.floor(x).astype(np.int64)
-    if x.size <= 2 * (columns[-1] - columns[0] + 1):
-        return np.column_stack([x[:-1], y[:-1], x[1:], y[1:]])
-    starts = np.flatnonzero(np.r_[True, np.diff(columns) != 0])
-    ends = np.r_[starts[1:], x.size]
-    lo, hi = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
-    centre = columns[starts] + 0.5
-    spans = np.column_stack([centre, lo, centre, hi])
-    joins = np.column_stack([centre[:-1], y[ends[:-1] - 1], centre[1:], y[starts[1:]]])
-    return np.concatenate([spans, joins])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -798,135 +563,3 @@ def save_loss_curve(path: Union[str, os.PathLike[str]], steps: Values, losses: V
     Keyword arguments are those of :func:`render_loss_curve`. Returns ``path`` as a Path.
     """
     return write_png_atomic(path, render_loss_curve(steps, losses, **kw))
-
-
-# --------------------------------------------------------------------------------------------------
-# Contact sheets
-
-
-# A black → red → orange → yellow → white ramp: small errors stay visible, large ones glow.
-_HEAT_STOPS = np.array([0.0, 0.15, 0.4, 0.7, 1.0])
-_HEAT_COLOURS = np.array(
-    [[0.0, 0.0, 0.0], [0.45, 0.04, 0.12], [0.85, 0.27, 0.05], [0.98, 0.70, 0.15], [1.0, 1.0, 0.92]]
-)
-
-
-def difference_image(a: npt.ArrayLike, b: npt.ArrayLike, gain: float = 4.0, *, heat: bool = True) -> Image8:
-    """A viewable picture of where two images differ: uint8 H×W×3.
-
-    Takes two float H×W×C (or H×W) working-space arrays of the same shape, e.g. a prediction and its
-    ground truth in linear light. Per pixel the absolute difference is averaged over the colour
-    channels (alpha, a 4th channel, is ignored), multiplied by ``gain`` and clipped to 0..1; so with
-    the default gain 4 a difference of 0.25 or more is full scale.
-
-    ``heat=True`` (default) maps that through a black → red → orange → yellow → white ramp, which
-    shows small errors better than grey; ``heat=False`` gives grey (the same value in R, G and B).
-    """
-    fa, fb = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-    if fa.shape != fb.shape:
-        raise CopyCatError(f"difference_image needs two images of the same shape, got {fa.shape} and {fb.shape}.")
-    if fa.ndim not in (2, 3):
-        raise CopyCatError(f"difference_image needs H×W or H×W×C images, got shape {fa.shape}.")
-    diff = np.abs(fa - fb)
-    if diff.ndim == 3:
-        diff = diff[..., : min(diff.shape[2], 3)].mean(axis=2)
-    level = np.clip(np.nan_to_num(diff * np.float32(gain), nan=1.0), 0.0, 1.0)
-    if heat:
-        rgb = np.stack([np.interp(level, _HEAT_STOPS, _HEAT_COLOURS[:, c]) for c in range(3)], axis=-1)
-    else:
-        rgb = np.repeat(level[..., None], 3, axis=2)
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
-
-
-def _as_rgb_tile(tile: npt.ArrayLike, row: int, column: int) -> Image8:
-    t = np.asarray(tile)
-    if t.dtype != np.uint8:
-        raise CopyCatError(
-            f"Contact sheet tile (row {row + 1}, column {column + 1}) is {t.dtype}; tiles must be uint8 "
-            "images already in display space (apply the viewer transform first)."
-        )
-    if t.ndim == 2:
-        t = t[..., None]
-    if t.ndim != 3 or t.shape[2] not in (1, 3, 4) or t.shape[0] == 0 or t.shape[1] == 0:
-        raise CopyCatError(f"Contact sheet tile (row {row + 1}, column {column + 1}) has shape {t.shape}.")
-    if t.shape[2] == 1:
-        return np.repeat(t, 3, axis=2)
-    return t[..., :3]
-
-
-def _fit_text(text: str, size: int, max_width: int) -> str:
-    """``text``, shortened with "..." until it fits ``max_width`` pixels (DroidSans has no "…" glyph)."""
-    if _text_width(text, size) <= max_width:
-        return text
-    while text and _text_width(text + "...", size) > max_width:
-        text = text[:-1]
-    return text.rstrip() + "..." if text else ""
-
-
-def contact_sheet(
-    rows: Sequence[Sequence[npt.ArrayLike]],
-    column_titles: Sequence[str] = ("input", "prediction", "ground truth", "difference"),
-    row_titles: Optional[Sequence[str]] = None,
-    *,
-    gap: int = 4,
-) -> Image8:
-    """Lay out display-ready tiles in a labelled grid on a dark background: uint8 H×W×3.
-
-    Args:
-        rows: one sequence of tiles per row (e.g. one row per frame: input, prediction, ground truth,
-            difference). Tiles are uint8 H×W×3 images already display-transformed (H×W, H×W×1 and
-            H×W×4 are accepted; alpha is dropped). Tiles in a row share a height; rows may differ in
-            height, in width and in how many tiles they hold: each column is as wide as its widest
-            tile and narrower tiles are left-aligned in their cell.
-        column_titles: header text over each column (extra titles are ignored, missing ones left
-            blank); empty for no header strip. Titles too long for their column end in "...".
-        row_titles: text left of each row, e.g. ``"frame 1001"``; None for no row labels.
-        gap: pixels between tiles; the outer margin is at least 8 pixels.
-    """
-    if not rows or not any(len(r) for r in rows):
-        raise CopyCatError("A contact sheet needs at least one tile.")
-    if gap < 0:
-        raise CopyCatError(f"Contact sheet gap must be 0 or more pixels, got {gap}.")
-    if row_titles is not None and len(row_titles) != len(rows):
-        raise CopyCatError(f"Contact sheet has {len(rows)} rows but {len(row_titles)} row titles.")
-    tiles = [[_as_rgb_tile(t, i, j) for j, t in enumerate(row)] for i, row in enumerate(rows)]
-    for i, row in enumerate(tiles):
-        if len({t.shape[0] for t in row}) > 1:
-            heights = ", ".join(str(t.shape[0]) for t in row)
-            raise CopyCatError(f"Contact sheet row {i + 1}: tiles must share a height, got {heights}.")
-    n_columns = max(len(r) for r in tiles)
-    col_w = [max((r[j].shape[1] for r in tiles if j < len(r)), default=0) for j in range(n_columns)]
-    row_h = [r[0].shape[0] if r else 0 for r in tiles]
-
-    # Text scales gently with the tiles: readable on 128-pixel crops, not shouting on 1k frames.
-    size = int(np.clip(round(min(w for w in col_w if w > 0) / 16), 11, 18))
-    cap, descent = _cap_height(size, _FONT), _descent(size, _FONT)
-    margin = max(gap, 8)
-    titles = [column_titles[j] if j < len(column_titles) else "" for j in range(n_columns)]
-    header = cap + descent + 2 * margin if any(titles) else 0
-    row_label_w = 0
-    if row_titles is not None and any(row_titles):
-        row_label_w = max(_text_width(t, size) for t in row_titles) + margin
-
-    width = 2 * margin + row_label_w + sum(col_w) + gap * (n_columns - 1)
-    height = (header or margin) + sum(row_h) + gap * (len(tiles) - 1) + margin
-    canvas = _new_canvas(height, width, _BACKGROUND)
-    col_x = [margin + row_label_w + sum(col_w[:j]) + gap * j for j in range(n_columns)]
-
-    for j, text in enumerate(titles):
-        if text:
-            fitted = _fit_text(text, size, col_w[j])
-            _draw_text(canvas, fitted, col_x[j] + col_w[j] / 2, margin + cap, size, _TEXT_BRIGHT, align="centre")
-    row_y = [(header or margin) + sum(row_h[:i]) + gap * i for i in range(len(tiles))]
-    for y, h, text in zip(row_y, row_h, row_titles or ()):
-        _draw_text(canvas, text, margin, y + h / 2 + cap / 2, size, _TEXT)  # centred on the row
-    out = _to_uint8(canvas)
-    for y, row in zip(row_y, tiles):
-        for x, tile in zip(col_x, row):
-            out[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
-    return out
-
-
-def save_contact_sheet(path: Union[str, os.PathLike[str]], rows: Sequence[Sequence[npt.ArrayLike]], **kw: Any) -> Path:
-    """:func:`contact_sheet` written to ``path`` as a PNG, atomically. Returns ``path`` as a Path."""
-    return write_png_atomic(path, contact_sheet(rows, **kw))

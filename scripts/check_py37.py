@@ -35,6 +35,8 @@ FILES = (
     "copycat_nuke/nuke",
     # Show Panel (where Qt, numpy, OpenImageIO and pyyaml are there for it, torch need not be)
     "copycat_nuke/plots.py",
+    "copycat_nuke/drawing.py",
+    "copycat_nuke/contact_sheets.py",
     "copycat_nuke/ui",
 )
 TARGET = "3.7"

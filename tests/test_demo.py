@@ -1,6 +1,7 @@
 """copycat demo: the shot, the run, the outputs and the scores, at a tiny number of steps."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -31,4 +32,9 @@ def test_demo_runs_end_to_end_and_reports_held_out_psnr(tmp_path):
     assert len(result.outputs) == demo.FRAME_COUNT and all(p.exists() for p in result.outputs)
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert summary["training_steps"] == 2
+    assert summary["over_better_baseline_db"] == round(result.margin_db, 2)
     assert (tmp_path / "run" / "loss.png").exists()
+    # input | network | ground truth of a held-out frame, each at twice its size
+    before_after = imageio.read_frame(result.before_after).pixels
+    assert Path(summary["before_after"]) == result.before_after == tmp_path / "before_after.png"
+    assert before_after.shape[1] > 3 * 2 * demo.WIDTH and before_after.shape[0] > 2 * demo.HEIGHT

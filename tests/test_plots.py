@@ -9,7 +9,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-from copycat_nuke import plots
+from copycat_nuke import contact_sheets, drawing, plots
 from copycat_nuke.errors import CopyCatError
 from copycat_nuke.plots import (
     contact_sheet,
@@ -194,7 +194,7 @@ def test_failed_write_leaves_neither_target_nor_temp(tmp_path: Path, monkeypatch
         path.write_bytes(b"\x89PNG half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(plots, "_write_png", half_written)
+    monkeypatch.setattr(drawing, "_write_png", half_written)
     with pytest.raises(CopyCatError, match="disk full"):
         write_png_atomic(tmp_path / "loss.png", tile(4, 4, 0))
     assert list(tmp_path.iterdir()) == []
@@ -206,7 +206,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
     def refuse(src: object, dst: object) -> None:
         raise OSError("read-only")
 
-    monkeypatch.setattr(plots.os, "replace", refuse)
+    monkeypatch.setattr(drawing.os, "replace", refuse)
     with pytest.raises(CopyCatError, match="read-only"):
         write_png_atomic(path, tile(8, 8, 0))
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
@@ -255,8 +255,8 @@ def test_rows_of_different_width_are_padded_with_background() -> None:
 
 
 def test_long_column_titles_are_shortened_to_their_column() -> None:
-    assert plots._fit_text("a very long column title", 12, 60).endswith("...")
-    assert plots._text_width(plots._fit_text("a very long column title", 12, 60), 12) <= 60
+    assert contact_sheets._fit_text("a very long column title", 12, 60).endswith("...")
+    assert plots._text_width(contact_sheets._fit_text("a very long column title", 12, 60), 12) <= 60
     contact_sheet([[tile(16, 60, 0)]], column_titles=["a very long column title"])
 
 

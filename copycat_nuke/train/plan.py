@@ -42,12 +42,12 @@ MULTI_RESOLUTION_STAGES: tuple[tuple[int, float], ...] = ((4, 0.2), (2, 0.2))
 MULTI_RESOLUTION_MIN_SIDE = 32
 #: A stage runs only where at least this share of the effect survives its downscaling (see
 #: :func:`surviving_effect`): training an effect finer than a stage at its resolution teaches a different
-#: one (docs/decisions.md, "Multi-resolution stages").
+#: one (docs/decisions.md, "Multi-resolution training").
 MULTI_RESOLUTION_MIN_EFFECT = 0.9
 #: A local effect (a paint-out: at least LOCAL_SHARE of the effect in the LOCAL_PIXELS share of pixels that
 #: change most, see :func:`local_share`) takes its coarse stages on small full-resolution crops instead of
 #: downscaled frames: difference-centred crops then fill them with what changes (docs/decisions.md,
-#: "Multi-resolution stages").
+#: "A local effect takes its stages on small full-resolution crops").
 LOCAL_SHARE = 0.8
 LOCAL_PIXELS = 0.05
 #: :func:`local_share` looks at about this many pixels at most (every n-th row and column of bigger jobs).
@@ -153,7 +153,7 @@ def downscale_pairs(pairs: Sequence[Pair], factor: int, working: transfer.Transf
 #: smaller batches mean more updates per minute).
 AUTO_CPU_STEP_SECONDS = 2.0
 #: Automatic batch size on a CPU for a *fine* effect, one no coarse stage helps (:func:`plan_resolutions`):
-#: more updates of fewer patches reach a given quality sooner there (docs/decisions.md, "Fine-effect batch").
+#: more updates of fewer patches reach a given quality sooner there (docs/decisions.md, "Fine-effect batch on a CPU").
 FINE_EFFECT_CPU_BATCH = 2
 #: Automatic batch size on a GPU: the share of free memory the batch may fill.
 AUTO_GPU_MEMORY_SHARE = 0.8

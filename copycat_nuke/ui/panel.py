@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -28,7 +28,9 @@ from copycat_nuke.errors import ConfigError, CopyCatError
 from copycat_nuke.ui import runs, theme
 from copycat_nuke.ui.contact_sheet import ContactSheetView
 from copycat_nuke.ui.loss_curve import DEFAULT_SMOOTHNESS, LossCurveWidget
-from copycat_nuke.ui.qt import PYSIDE2, QtCore, QtGui, QtWidgets, Signal, combine
+from copycat_nuke.ui.progress import Progress, Stat, format_duration
+from copycat_nuke.ui.qt import QtCore, QtGui, QtWidgets, Signal, combine
+from copycat_nuke.ui.run_table import NAME, SHOW, Run, RunTable, format_loss, run_signature
 
 if TYPE_CHECKING:  # copycat_nuke.train imports torch: loaded only when a job is started or attached
     from copycat_nuke.train import Event, TrainingJob
@@ -41,87 +43,6 @@ POLL_INTERVAL_MS = 100
 EVENT_BUDGET_S = 0.025
 #: How often runs on disk are checked for changes (s).
 REFRESH_INTERVAL_S = 2.0
-
-# run table columns
-_SHOW, _NAME, _STEP, _LOSS, _STATUS, _DIRECTORY = range(6)
-_HEADERS = ("Show", "Name", "Step", "Loss", "Status", "Directory")
-_ITEM = QtCore.Qt.ItemFlag
-_ALIGN_RIGHT = combine(QtCore.Qt.AlignmentFlag.AlignRight, QtCore.Qt.AlignmentFlag.AlignVCenter)
-
-
-def format_duration(seconds: float) -> str:
-    """``75`` → ``01:15``, ``3725`` → ``1:02:05``; ``—`` when unknown (inf or nan)."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "—"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-def _format_loss(value: Optional[float]) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{value:.4g}"
-
-
-@dataclass
-class _Run:
-    """A row of the run table: a run directory, its curve and what was last read from its files."""
-
-    path: Path
-    colour: str
-    name: str
-    visible: bool = True
-    summary: Optional[runs.RunSummary] = None
-    history: runs.LossHistory = field(default_factory=runs.LossHistory)
-    signature: tuple[Any, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return str(self.path)
-
-
-@dataclass
-class _Progress:
-    """The live job's numbers, from its latest events."""
-
-    step: int = 0
-    total: Optional[int] = None
-    loss: Optional[float] = None
-    learning_rate: Optional[float] = None
-    patches_per_second: float = math.nan
-    elapsed: float = math.nan
-    eta: float = math.nan
-    device: str = ""
-    state: str = ""
-
-
-class _Stat(QtWidgets.QWidget):
-    """A small caption over a value, as in Nuke's progress displays."""
-
-    def __init__(self, caption: str, parent: Optional[QtWidgets.QWidget] = None) -> None:
-        super().__init__(parent)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(1)
-        self.caption = QtWidgets.QLabel(caption.upper())
-        self.value = QtWidgets.QLabel("—")
-        caption_font = QtGui.QFont(self.caption.font())
-        if caption_font.pointSizeF() > 0:
-            caption_font.setPointSizeF(caption_font.pointSizeF() * 0.8)
-        self.caption.setFont(caption_font)
-        self.caption.setStyleSheet(f"color: {theme.TEXT_DIM};")
-        value_font = QtGui.QFont(self.value.font())
-        if value_font.pointSizeF() > 0:
-            value_font.setPointSizeF(value_font.pointSizeF() * 1.15)
-        self.value.setFont(value_font)
-        self.value.setStyleSheet(f"color: {theme.TEXT_BRIGHT};")
-        layout.addWidget(self.caption)
-        layout.addWidget(self.value)
-
-    def set(self, text: str) -> None:
-        self.value.setText(text)
 
 
 class TrainingPanel(QtWidgets.QWidget):
@@ -148,13 +69,12 @@ class TrainingPanel(QtWidgets.QWidget):
         self._job_done = True
         self._stop_requested = False
         self._live: Optional[Path] = None  # the attached job's run directory, known from its Started event
-        self._progress = _Progress()
-        self._runs: dict[str, _Run] = {}
+        self._progress = Progress()
+        self._runs: dict[str, Run] = {}
         self._current: Optional[str] = None  # key of the run whose details are shown
         self._colours_used = 0
         self._last_refresh = -math.inf
         self.refresh_interval = REFRESH_INTERVAL_S  #: seconds between looks at the runs' files
-        self._updating_table = False
         self._build()
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -221,7 +141,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self._job_done = False
         self._stop_requested = False
         self._live = None
-        self._progress = _Progress(state="preparing")
+        self._progress = Progress(state="preparing")
         self._set_message("preparing: reading the frame pairs and building the network…")
         self._update_buttons()
         self._show_progress()
@@ -298,19 +218,19 @@ class TrainingPanel(QtWidgets.QWidget):
         stats = QtWidgets.QHBoxLayout()
         stats.setSpacing(24)
         self.stats = {  # the progress numbers, by name
-            "step": _Stat("Step"),
-            "patches": _Stat("Patches/s"),
-            "elapsed": _Stat("Elapsed"),
-            "eta": _Stat("ETA"),
-            "loss": _Stat("Loss"),
-            "lr": _Stat("Learning rate"),
+            "step": Stat("Step"),
+            "patches": Stat("Patches/s"),
+            "elapsed": Stat("Elapsed"),
+            "eta": Stat("ETA"),
+            "loss": Stat("Loss"),
+            "lr": Stat("Learning rate"),
         }
         for stat in self.stats.values():
             stats.addWidget(stat)
         stats.addStretch(1)
         self.message = QtWidgets.QLabel("")
         self.message.setWordWrap(True)
-        self.message.setAlignment(_ALIGN_RIGHT)
+        self.message.setAlignment(combine(QtCore.Qt.AlignmentFlag.AlignRight, QtCore.Qt.AlignmentFlag.AlignVCenter))
         self.message.setMinimumWidth(160)
         stats.addWidget(self.message, 2)
         root.addLayout(stats)
@@ -359,28 +279,7 @@ class TrainingPanel(QtWidgets.QWidget):
         sheet_layout.addWidget(self.contact_sheet, 1)
 
         # runs and settings
-        self.run_table = QtWidgets.QTableWidget(0, len(_HEADERS))
-        self.run_table.setHorizontalHeaderLabels(list(_HEADERS))
-        self.run_table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.run_table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
-        trigger = QtWidgets.QAbstractItemView.EditTrigger
-        self.run_table.setEditTriggers(combine(trigger.DoubleClicked, trigger.EditKeyPressed, trigger.SelectedClicked))
-        self.run_table.verticalHeader().setVisible(False)
-        self.run_table.setAlternatingRowColors(True)
-        self.run_table.setShowGrid(False)
-        header_view = self.run_table.horizontalHeader()
-        resize = QtWidgets.QHeaderView.ResizeMode
-        for column in (_SHOW, _STEP, _LOSS, _STATUS):
-            header_view.setSectionResizeMode(column, resize.ResizeToContents)
-        header_view.setSectionResizeMode(_NAME, resize.Interactive)
-        header_view.setSectionResizeMode(_DIRECTORY, resize.Stretch)
-        self.run_table.setColumnWidth(_NAME, 150)
-        self.run_table.setWordWrap(False)
-        self.run_table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)  # long paths keep both ends
-        muted = self.run_table.palette()  # Nuke's orange selection would hide the runs' colour swatches
-        muted.setColor(QtGui.QPalette.ColorRole.Highlight, QtGui.QColor(theme.SELECTION))
-        muted.setColor(QtGui.QPalette.ColorRole.HighlightedText, QtGui.QColor(theme.TEXT_BRIGHT))
-        self.run_table.setPalette(muted)
+        self.run_table = RunTable()
         self.run_table.itemChanged.connect(self._on_run_item_changed)
         self.run_table.itemSelectionChanged.connect(self._on_run_selected)
 
@@ -390,6 +289,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.settings_table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.settings_table.setAlternatingRowColors(True)
         self.settings_table.setShowGrid(False)
+        resize = QtWidgets.QHeaderView.ResizeMode
         self.settings_table.horizontalHeader().setSectionResizeMode(0, resize.ResizeToContents)
         self.settings_table.horizontalHeader().setSectionResizeMode(1, resize.Stretch)
 
@@ -502,9 +402,7 @@ class TrainingPanel(QtWidgets.QWidget):
         run.signature = ()
         self._curve.set_series(run.key, run.history.steps, run.history.losses, label=run.name, colour=run.colour)
         self._curve.set_highlight(run.key)
-        self._progress = _Progress(
-            step=event.start_step, total=event.total_steps, device=event.device, state="training"
-        )
+        self._progress = Progress(step=event.start_step, total=event.total_steps, device=event.device, state="training")
         if run.history.losses:
             self._progress.loss = run.history.losses[-1]
         verb = "resuming at step " + str(event.start_step) if event.start_step else "training"
@@ -641,8 +539,8 @@ class TrainingPanel(QtWidgets.QWidget):
         self.stop_button.setText("Stopping…" if training and self._stop_requested else "Stop")
 
     # ================================================================================= the runs
-    def _add_run(self, path: Path) -> _Run:
-        run = _Run(path=path, colour=theme.series_colour(self._colours_used), name=runs.display_name(path))
+    def _add_run(self, path: Path) -> Run:
+        run = Run(path=path, colour=theme.series_colour(self._colours_used), name=runs.display_name(path))
         self._colours_used += 1
         self._runs[run.key] = run
         self._curve.set_series(run.key, [], [], label=run.name, colour=run.colour)
@@ -670,7 +568,7 @@ class TrainingPanel(QtWidgets.QWidget):
                 self._add_run(path)
         for run in self._runs.values():
             live = self.is_training and run.path == self._live
-            signature = _signature(run.path)
+            signature = run_signature(run.path)
             if signature == run.signature:
                 continue
             run.signature = signature
@@ -690,46 +588,18 @@ class TrainingPanel(QtWidgets.QWidget):
 
     def _rebuild_table(self) -> None:
         table = self.run_table
-        self._updating_table = True
-        try:
-            table.setRowCount(len(self._runs))
+        with table.quietly():
+            table.rebuild(list(self._runs.values()))
             for row, run in enumerate(self._runs.values()):
-                show = QtWidgets.QTableWidgetItem()
-                show.setFlags(combine(_ITEM.ItemIsEnabled, _ITEM.ItemIsSelectable, _ITEM.ItemIsUserCheckable))
-                show.setCheckState(QtCore.Qt.CheckState.Checked if run.visible else QtCore.Qt.CheckState.Unchecked)
-                show.setIcon(_swatch(run.colour))
-                show.setData(QtCore.Qt.ItemDataRole.UserRole, run.key)
-                show.setToolTip("Show this run's curve")
-                table.setItem(row, _SHOW, show)
-                name = QtWidgets.QTableWidgetItem(run.name)
-                name.setFlags(combine(_ITEM.ItemIsEnabled, _ITEM.ItemIsSelectable, _ITEM.ItemIsEditable))
-                name.setToolTip("Double-click to rename (the directory keeps its name)")
-                table.setItem(row, _NAME, name)
-                for column in (_STEP, _LOSS, _STATUS, _DIRECTORY):
-                    item = QtWidgets.QTableWidgetItem("")
-                    item.setFlags(combine(_ITEM.ItemIsEnabled, _ITEM.ItemIsSelectable))
-                    if column in (_STEP, _LOSS):
-                        _align(item, _ALIGN_RIGHT)
-                    table.setItem(row, column, item)
                 self._fill_row(row, run)
             if self._current in self._runs:
                 table.selectRow(list(self._runs).index(self._current))
-        finally:
-            self._updating_table = False
 
     def _update_row(self, key: str) -> None:
-        if key not in self._runs:
-            return
-        self._updating_table = True
-        try:
+        if key in self._runs:
             self._fill_row(list(self._runs).index(key), self._runs[key])
-        finally:
-            self._updating_table = False
 
-    def _fill_row(self, row: int, run: _Run) -> None:
-        table = self.run_table
-        if table.item(row, _STATUS) is None:
-            return
+    def _fill_row(self, row: int, run: Run) -> None:
         summary = run.summary
         live = run.path == self._live and self._job is not None
         if live and self.is_training:
@@ -742,33 +612,19 @@ class TrainingPanel(QtWidgets.QWidget):
             loss, status = summary.last_loss, summary.status
         else:
             step_text, loss, status = "", None, ""
-        name_item = self._cell(row, _NAME)
-        if name_item.text() != run.name:
-            name_item.setText(run.name)
-        self._cell(row, _STEP).setText(step_text)
-        self._cell(row, _LOSS).setText(_format_loss(loss))
-        self._cell(row, _STATUS).setText(status)
-        directory = self._cell(row, _DIRECTORY)
-        directory.setText(str(run.path))
-        directory.setToolTip(str(run.path))
-
-    def _cell(self, row: int, column: int) -> QtWidgets.QTableWidgetItem:
-        item = self.run_table.item(row, column)
-        if item is None:  # every cell is made by _rebuild_table
-            raise LookupError(f"run table has no cell at row {row}, column {column}")
-        return item
+        self.run_table.fill_row(row, run, step_text, loss, status)
 
     def _on_run_item_changed(self, item: QtWidgets.QTableWidgetItem) -> None:
-        if self._updating_table:
+        if self.run_table.updating:
             return
         keys = list(self._runs)
         if not 0 <= item.row() < len(keys):
             return
         run = self._runs[keys[item.row()]]
-        if item.column() == _SHOW:
+        if item.column() == SHOW:
             run.visible = item.checkState() == QtCore.Qt.CheckState.Checked
             self._curve.set_series_visible(run.key, run.visible)
-        elif item.column() == _NAME:
+        elif item.column() == NAME:
             self.rename_run(run.path, item.text())
 
     def rename_run(self, path: PathLike, name: str) -> str:
@@ -795,15 +651,10 @@ class TrainingPanel(QtWidgets.QWidget):
         run = self._runs[key]
         run.visible = bool(visible)
         self._curve.set_series_visible(key, run.visible)
-        item = self._cell(list(self._runs).index(key), _SHOW)
-        self._updating_table = True
-        try:
-            item.setCheckState(QtCore.Qt.CheckState.Checked if visible else QtCore.Qt.CheckState.Unchecked)
-        finally:
-            self._updating_table = False
+        self.run_table.set_checked(list(self._runs).index(key), run.visible)
 
     def _on_run_selected(self) -> None:
-        if self._updating_table:
+        if self.run_table.updating:
             return
         rows = {index.row() for index in self.run_table.selectionModel().selectedRows()}
         keys = list(self._runs)
@@ -819,11 +670,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self._current = key
         self._curve.set_highlight(key)
         if key in self._runs:
-            self._updating_table = True
-            try:
-                self.run_table.selectRow(list(self._runs).index(key))
-            finally:
-                self._updating_table = False
+            self.run_table.select_quietly(list(self._runs).index(key))
 
     # ============================================================================== the details
     def _show_current(self) -> None:
@@ -866,7 +713,7 @@ class TrainingPanel(QtWidgets.QWidget):
             stats["patches"].set(f"{rate:.1f}" if math.isfinite(rate) else "—")
             stats["elapsed"].set(format_duration(progress.elapsed))
             stats["eta"].set(format_duration(progress.eta))
-            stats["loss"].set(_format_loss(progress.loss))
+            stats["loss"].set(format_loss(progress.loss))
             stats["lr"].set(f"{progress.learning_rate:.3g}" if progress.learning_rate is not None else "—")
             state = progress.state
         else:
@@ -878,7 +725,7 @@ class TrainingPanel(QtWidgets.QWidget):
             stats["patches"].set("—")
             stats["elapsed"].set(format_duration(seconds[-1]) if seconds else "—")
             stats["eta"].set("—")
-            stats["loss"].set(_format_loss(summary.last_loss if summary is not None else None))
+            stats["loss"].set(format_loss(summary.last_loss if summary is not None else None))
             stats["lr"].set("—")
             state = summary.status if summary is not None else ""
         stats["step"].set(f"{step} / {total}" if total else (str(step) if step else "—"))
@@ -927,31 +774,6 @@ def _describe_setting(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
-
-
-def _signature(path: Path) -> tuple[Any, ...]:
-    """Changes whenever a run's files that the panel shows change (cheap: a few stat calls)."""
-    stamps: list[Any] = []
-    for name in ("loss.csv", "model.cat", "config.yaml", runs.DISPLAY_FILE, "contact_sheets/latest.txt", "checkpoints"):
-        try:
-            stat = (path / name).stat()
-            stamps.append((stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            stamps.append(None)
-    return tuple(stamps)
-
-
-def _align(item: QtWidgets.QTableWidgetItem, alignment: Any) -> None:
-    """PySide6 takes the flags (and deprecates ints); PySide2 takes only an int."""
-    item.setTextAlignment(int(alignment) if PYSIDE2 else alignment)
-
-
-def _swatch(colour: str) -> QtGui.QIcon:
-    pixmap = QtGui.QPixmap(12, 12)
-    pixmap.fill(QtGui.QColor(colour))
-    icon = QtGui.QIcon(pixmap)
-    icon.addPixmap(pixmap, QtGui.QIcon.Mode.Selected)  # not tinted by the selection: it is the run's colour
-    return icon
 
 
 __all__ = ["TrainingPanel", "format_duration"]
