@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Optional, Union
 
-from copycat_nuke import __version__
+from copycat_nuke import __version__, rundir
 from copycat_nuke.config import LEVEL_WEIGHTINGS, MAX_SEED, TrainConfig, from_dict, load_yaml, resolve_paths, to_dict
 from copycat_nuke.errors import (
     DEBUG_ENV,
@@ -278,6 +278,11 @@ def _add_train(sub: Any) -> None:
         "is printed)",
     )
     parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
+    parser.add_argument(
+        "--new-run",
+        action="store_true",
+        help="where --out already holds a run, train a new one beside it in --out/run_NNN (nothing is replaced)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_follow_options(parser)
     parser.set_defaults(handler=_run_train)
@@ -291,6 +296,11 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     merged = {**to_dict(config), **given}
     if merged.get("batch_size") == "auto":  # overrides a number from --config too
         merged["batch_size"] = None
+    if getattr(args, "new_run", False):
+        if merged.get("resume"):
+            raise ConfigError("--new-run and --resume contradict each other: choose one")
+        if merged.get("out"):
+            merged["out"] = str(rundir.new_run_dir(merged["out"]))
     return from_dict(TrainConfig, merged, source="command line")
 
 

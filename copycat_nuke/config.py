@@ -17,7 +17,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -345,7 +345,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write text to ``path`` through a temp file in the same directory and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+    # 0o666 lets the umask decide, as for any file the user writes: on a farm other users read config.yaml
+    # and loss.csv (tempfile.mkstemp would make them 0600)
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)

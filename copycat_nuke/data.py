@@ -46,7 +46,14 @@ import numpy as np
 import torch
 
 from copycat_nuke import imageio, transfer
-from copycat_nuke.errors import ChannelError, ConfigError, FrameMissingError, ResolutionMismatchError, TrainingError
+from copycat_nuke.errors import (
+    ChannelError,
+    ConfigError,
+    FrameMissingError,
+    ResolutionMismatchError,
+    TrainingError,
+    TrainingInputError,
+)
 
 if TYPE_CHECKING:
     from copycat_nuke.config import TrainConfig
@@ -529,10 +536,10 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
         frames = targets.frames(config.frames)
     except FrameMissingError as error:
         if config.frames is None:
-            raise TrainingError(f"CopyCat needs at least 1 Input/Ground Truth pair: {error}") from None
+            raise TrainingInputError(f"CopyCat needs at least 1 Input/Ground Truth pair: {error}") from None
         raise
     if not frames:
-        raise TrainingError(
+        raise TrainingInputError(
             f"no Ground Truth frames found for {config.target}: CopyCat needs at least 1 Input/Ground Truth pair"
         )
     inputs.frames(frames)  # every training frame needs its Input too: names the missing ones
@@ -542,7 +549,7 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
         left_out = [frame for frame in frames if not neighbours.complete(frame)]
         frames = [frame for frame in frames if frame not in left_out]
         if not frames:
-            raise TrainingError(
+            raise TrainingInputError(
                 f"temporal {config.temporal}: every training frame ({imageio.format_frame_list(left_out)}) lacks a "
                 f"neighbouring Input frame within {config.temporal} frame(s) of it in {config.input}. Choose "
                 "Ground Truth frames away from the ends of the Input sequence, render the missing Input "

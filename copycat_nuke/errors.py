@@ -47,6 +47,14 @@ class TrainingDivergedError(TrainingError):
     """The loss blew up (NaN, or far above its best): the network has lost what it learnt."""
 
 
+class TrainingInputError(TrainingError):
+    """The job's frames cannot make training pairs (none found, Ground Truth or neighbours missing)."""
+
+
+class RunInUseError(TrainingError):
+    """A run directory already holds a run, or another process is training into it."""
+
+
 class NonFiniteOutputError(CatFileError):
     """A model produced NaN or infinite pixels: its weights cannot make an image (nothing was written)."""
 
@@ -70,11 +78,8 @@ def exit_status(error: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(error, (TrainingDivergedError, NonFiniteOutputError)):
         return EXIT_DIVERGED
-    # Until the trainer raises TrainingDivergedError itself, its divergence message is recognised here.
-    if isinstance(error, TrainingError) and str(error).startswith("training diverged"):
-        return EXIT_DIVERGED
-    if isinstance(error, ConfigError):
+    if isinstance(error, (ConfigError, RunInUseError)):  # the command must say --resume or --new-run
         return EXIT_USAGE
-    if isinstance(error, (CatFileError, ImageIOError, SequenceError)):
+    if isinstance(error, (CatFileError, ImageIOError, SequenceError, TrainingInputError)):
         return EXIT_BAD_INPUT
     return EXIT_ERROR

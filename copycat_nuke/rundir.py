@@ -15,12 +15,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
+import os
 import re
+import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
 from copycat_nuke.config import write_text_atomic
+from copycat_nuke.errors import RunInUseError
 
 CONFIG = "config.yaml"
 LOSS_LOG = "loss.csv"
@@ -30,6 +36,8 @@ CHECKPOINTS = "checkpoints"
 CONTACT_SHEETS = "contact_sheets"
 #: Checkpoints kept in ``checkpoints/`` (older ones are removed; model.cat is always kept).
 KEEP_CHECKPOINTS = 3
+#: Held by the process training into a run directory (pid, host): a second trainer is refused.
+LOCK = ".copycat-train.lock"
 
 _CHECKPOINT = re.compile(r"checkpoint\.(\d+)\.cat")
 
@@ -58,6 +66,131 @@ def latest_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
     """The checkpoint with the highest step in ``out_dir/checkpoints``, or None."""
     found = checkpoints(out_dir)
     return found[-1][1] if found else None
+
+
+def holds_run(run: Union[str, Path]) -> bool:
+    """Whether ``run`` already holds a training run (its config, loss log, model or a checkpoint)."""
+    folder = Path(run)
+    return any((folder / name).is_file() for name in (CONFIG, LOSS_LOG, MODEL)) or bool(checkpoints(folder))
+
+
+def numbered_run_dir(parent: Union[str, Path]) -> Path:
+    """The first unused ``parent/run_NNN`` (``run_001``, ``run_002``...), as Nuke's CopyCat numbers its runs."""
+    folder = Path(parent)
+    number = 1
+    while (folder / f"run_{number:03d}").exists():
+        number += 1
+    return folder / f"run_{number:03d}"
+
+
+def new_run_dir(parent: Union[str, Path]) -> Path:
+    """Where a new run goes in ``parent``: ``parent`` itself while it holds none, else
+    :func:`numbered_run_dir`, so no run is ever replaced."""
+    return numbered_run_dir(parent) if holds_run(parent) else Path(parent)
+
+
+def latest_run_dir(parent: Union[str, Path]) -> Path:
+    """The run to resume in ``parent``: its newest ``run_NNN`` that holds a run, else ``parent`` itself."""
+    folder = Path(parent)
+    numbered = sorted(
+        (int(match.group(1)), path)
+        for path in folder.glob("run_*")
+        for match in [re.fullmatch(r"run_(\d+)", path.name)]
+        if match and holds_run(path)
+    )
+    return numbered[-1][1] if numbered else folder
+
+
+class RunLock:
+    """The right to train into a run directory: ``.copycat-train.lock`` holding this process's pid and host.
+
+    A second trainer is refused with a :class:`RunInUseError` naming the holder; a lock left by a process
+    that no longer runs on this host is taken over with a warning (a crash, ``kill -9``). A lock from another
+    host is never taken over: its process cannot be checked from here (delete the file if it is dead).
+    """
+
+    def __init__(self, run: Union[str, Path]) -> None:
+        self.path = Path(run) / LOCK
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                descriptor = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._dead(holder):
+                    raise RunInUseError(
+                        f"{self.path.parent} is being trained into by process {holder.get('pid')} on "
+                        f"{holder.get('host')} (since {holder.get('since')}): wait for it to finish, or train "
+                        "into another --out"
+                    ) from None
+                warnings.warn(
+                    f"taking over {self.path} from a training process that is no longer running", stacklevel=2
+                )
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+                json.dump(mine, stream)
+            self.held = True
+            return self
+        raise RunInUseError(f"cannot take the lock {self.path}: another process took it meanwhile; try again")
+
+    def release(self) -> None:
+        if self.held:
+            holder = self._holder()
+            if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _holder(self) -> Optional[dict[str, object]]:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # unreadable: a writer killed half-way; treated as dead
+        return holder if isinstance(holder, dict) else None
+
+    @staticmethod
+    def _dead(holder: dict[str, object]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False
+        pid = holder.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return True
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+
+
+def remove_leftovers(run: Union[str, Path]) -> list[Path]:
+    """Delete temporary files a killed run left in ``run`` and its checkpoints/ and contact_sheets/ (call
+    it holding the run's lock, so no live writer owns them); returns what was removed."""
+    removed = []
+    folder = Path(run)
+    for place in (folder, folder / CHECKPOINTS, folder / CONTACT_SHEETS):
+        if not place.is_dir():
+            continue
+        for path in place.iterdir():
+            if path.is_file() and path.name.startswith(".") and ".tmp" in path.name:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 def prune_checkpoints(run: Union[str, Path], keep: int = KEEP_CHECKPOINTS) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_train import write_pairs
+from helpers import write_pairs
 
 from copycat_nuke import catfile, errors, imageio
 from copycat_nuke.cli import build_parser, main
@@ -75,9 +75,7 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path):
 def test_bad_input_prints_one_clear_line_and_exits_non_zero(tmp_path, capsys):
     args = train_args(tmp_path)
     args[args.index("--target") + 1] = str(tmp_path / "missing.####.exr")
-    # the trainer reports missing pairs as a TrainingError (status 1); 3 (bad input) once it raises an
-    # input error for them (left for the trainer's split, issue #21)
-    assert main(args) == errors.EXIT_ERROR
+    assert main(args) == errors.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith("copycat: error: ") and "missing.####.exr" in err and "Traceback" not in err
 

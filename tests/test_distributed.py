@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import read_losses, tiny_config
 from safetensors.torch import load_file
-from test_train import read_losses, tiny_config
 
 from copycat_nuke import catfile
 from copycat_nuke.config import save_yaml

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_infer import _one_thread, smooth_image, tiny_cat, trained  # noqa: F401  (fixtures, used by name)
+from helpers import smooth_image, tiny_cat
 
 from copycat_nuke import catfile, export, infer
 from copycat_nuke.cli import main
@@ -19,6 +19,7 @@ from copycat_nuke.models import MSRN, msrn_arguments
 from copycat_nuke.transfer import Transfer
 
 pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
     pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning"),
@@ -30,7 +31,7 @@ SIZES = [(37, 50), (45, 70)]  # neither a multiple of 16
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):  # noqa: F811
+def exported(trained, tmp_path_factory):
     directory = tmp_path_factory.mktemp("export")
     return (
         export.export_torchscript(trained, directory / "model.pt"),
@@ -47,7 +48,7 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("height", "width"), SIZES)
-def test_torchscript_matches_the_eager_model_at_sizes_that_are_not_multiples_of_16(trained, exported, height, width):  # noqa: F811
+def test_torchscript_matches_the_eager_model_at_sizes_that_are_not_multiples_of_16(trained, exported, height, width):
     image = smooth_image(height, width, seed=height)
     scripted = torch.jit.load(str(exported[0]))
     with torch.no_grad():
@@ -57,7 +58,7 @@ def test_torchscript_matches_the_eager_model_at_sizes_that_are_not_multiples_of_
 
 
 @pytest.mark.parametrize(("height", "width"), SIZES)
-def test_onnx_runtime_matches_the_eager_model_at_sizes_that_are_not_multiples_of_16(trained, exported, height, width):  # noqa: F811
+def test_onnx_runtime_matches_the_eager_model_at_sizes_that_are_not_multiples_of_16(trained, exported, height, width):
     ort = pytest.importorskip("onnxruntime")
     image = smooth_image(height, width, seed=height)
     session = ort.InferenceSession(str(exported[1]), providers=["CPUExecutionProvider"])
@@ -86,7 +87,7 @@ def test_torchscript_has_one_tensor_in_one_tensor_out_and_no_optional_attributes
     assert optional == [] and "multiple : int" in header and "scale : int" in header
 
 
-def test_exported_model_makes_its_tensors_in_the_inputs_dtype(trained, exported):  # noqa: F811
+def test_exported_model_makes_its_tensors_in_the_inputs_dtype(trained, exported):
     image = smooth_image(37, 50)
     scripted = torch.jit.load(str(exported[0])).double()
     with torch.no_grad():
@@ -138,7 +139,7 @@ def test_torchscript_carries_the_catfilecreator_settings(exported):
     assert meta["catfilecreator"]["channelsIn"] == "rgba.red, rgba.green, rgba.blue"
 
 
-def test_a_failed_export_leaves_the_previous_file_and_no_temporary_files(trained, tmp_path, monkeypatch):  # noqa: F811
+def test_a_failed_export_leaves_the_previous_file_and_no_temporary_files(trained, tmp_path, monkeypatch):
     target = tmp_path / "model.pt"
     target.write_bytes(b"previous export")
 
@@ -157,7 +158,7 @@ def test_a_scale_the_network_cannot_produce_is_refused(tmp_path):
         export.export_module(tiny_cat(tmp_path / "up.cat", scale=2))
 
 
-def test_unsupported_opsets_are_refused(trained, tmp_path):  # noqa: F811
+def test_unsupported_opsets_are_refused(trained, tmp_path):
     with pytest.raises(ConfigError, match="opset 9"):
         export.export_onnx(trained, tmp_path / "m.onnx", opset=9)
     assert not (tmp_path / "m.onnx").exists()
@@ -174,7 +175,7 @@ def test_channel_names_are_spelled_as_nuke_spells_them():
     ]
 
 
-def test_cli_export_writes_both_files_and_prints_the_catfilecreator_settings(trained, tmp_path, capsys):  # noqa: F811
+def test_cli_export_writes_both_files_and_prints_the_catfilecreator_settings(trained, tmp_path, capsys):
     pt, onnx_path = tmp_path / "m.pt", tmp_path / "m.onnx"
     assert main(["export", str(trained), "--torchscript", str(pt), "--onnx", str(onnx_path), "--opset", "11"]) == 0
     out = capsys.readouterr().out
@@ -182,6 +183,6 @@ def test_cli_export_writes_both_files_and_prints_the_catfilecreator_settings(tra
     assert "channelsIn rgba.red, rgba.green, rgba.blue" in out and "outputScale 1" in out and "opset 11" in out
 
 
-def test_cli_export_without_an_output_says_what_to_give(trained, capsys):  # noqa: F811
+def test_cli_export_without_an_output_says_what_to_give(trained, capsys):
     assert main(["export", str(trained)]) == 2
     assert "--torchscript" in capsys.readouterr().err

@@ -2,103 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
 import pytest
 import torch
+from helpers import smooth_image, tiny_cat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copycat_nuke import catfile, imageio, infer
+from copycat_nuke import imageio, infer
 from copycat_nuke.cli import main
 from copycat_nuke.device import cpu_has_fast_bf16
 from copycat_nuke.errors import CatFileError, ChannelError, ConfigError, ImageIOError, SequenceError
-from copycat_nuke.models import MSRN, msrn_arguments
 from copycat_nuke.transfer import NonFiniteValuesWarning, Transfer
+
+#: tiny tensors gain nothing from two torch threads, and lose much on a busy machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
-
-
-def smooth_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:
-    """Blocky colour like the training pairs of ``write_pairs``: what the tiny model has learned on."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.random((height // 8 + 1, width // 8 + 1, channels), dtype=np.float32)
-    return np.ascontiguousarray(blocks.repeat(8, 0).repeat(8, 1)[:height, :width])
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """One torch thread: these tiny tensors gain nothing from two, and on a busy 2-core machine OpenMP's
-    second thread makes thousands of small ops wait on each other (measured: these tests took 220 s with
-    two threads under load, 15 s with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
-
-
-def train_tiny(path: Path, steps: int = 40, width: int = 4) -> Path:
-    """Train a width-4 MSRN with Adam on the colour-gain-and-patch task of ``write_pairs`` (64² crops).
-
-    After 40 steps it changes images by ≈ 20 dB PSNR, so tiled-vs-whole differences are not hidden by an
-    almost-identity network; a few seconds on two cores.
-    """
-    torch.manual_seed(0)
-    arguments = {**msrn_arguments("small"), "width": width}
-    network = MSRN(**arguments)
-    working = Transfer()
-    optimiser = torch.optim.Adam(network.parameters(), lr=3e-3)
-    gain = torch.tensor([0.8, 1.0, 1.2]).view(1, 3, 1, 1)
-    with single_thread():
-        for step in range(steps):
-            crops = [smooth_image(64, 64, seed=2 * step + i).transpose(2, 0, 1) for i in range(2)]
-            source = torch.from_numpy(np.stack(crops))
-            target = source * gain
-            target[:, :, 8:16, 8:16] = 0.5
-            loss = (network(working.to_working(source)) - working.to_working(target)).abs().mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    manifest = catfile.Manifest("msrn", arguments, ["R", "G", "B"], ["R", "G", "B"], working.to_dict())
-    return catfile.save_cat(path, manifest, network.state_dict())
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("trained") / "trained.cat")
-
-
-def tiny_cat(path: Path, *, channels_in=("R", "G", "B"), channels_out=("R", "G", "B"), scale: int = 1) -> Path:
-    """A width-4 MSRN with a non-zero output layer, saved as a .cat (fast, and not the identity)."""
-    torch.manual_seed(0)
-    arguments = {**msrn_arguments("small", len(channels_in), len(channels_out)), "width": 4}
-    network = MSRN(**arguments)
-    torch.nn.init.normal_(network.out.weight, std=0.05)
-    manifest = catfile.Manifest(
-        "msrn", arguments, list(channels_in), list(channels_out), Transfer().to_dict(), scale=scale
-    )
-    return catfile.save_cat(path, manifest, network.state_dict())
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_cat(tmp_path_factory.mktemp("tiny") / "tiny.cat")
 
 
 # ------------------------------------------------------------------------------------------ seamless tiles

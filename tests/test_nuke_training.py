@@ -375,8 +375,9 @@ def test_in_a_distributed_run_only_rank_0_renders_the_pairs_and_the_others_wait_
     monkeypatch.setenv("COPYCAT_RANK", "0")
     assert pairs().frames == "1-2"
     rendered = list(nuke.STATE.executed)
-    marker = tmp_path / "run" / "frames" / training.FRAMES_READY
+    marker = tmp_path / "run" / training.FRAMES_READY
     assert json.loads(marker.read_text())["frames"] == "1-2"
+    (tmp_path / "run" / "config.yaml").write_text("a run trains here now")  # a new rank 0 would take run_001
 
     monkeypatch.setenv("COPYCAT_RANK", "1")
     config = pairs()

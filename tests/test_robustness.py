@@ -296,7 +296,7 @@ def test_exit_statuses_are_distinct_and_listed_in_help(capsys):
     assert errors.exit_status(ConfigError("x")) == 2
     assert errors.exit_status(CatFileError("x")) == errors.exit_status(SequenceError("x")) == 3
     assert errors.exit_status(errors.TrainingDivergedError("x")) == 4
-    assert errors.exit_status(errors.TrainingError("training diverged at step 9: ...")) == 4
+    assert errors.exit_status(errors.TrainingInputError("no Ground Truth frames")) == 3
     assert errors.exit_status(errors.TrainingError("cannot write")) == 1
     assert errors.exit_status(KeyboardInterrupt()) == 130
     text = build_parser().format_help()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_losses, tiny_config
 
 from copycat_nuke import catfile, imageio
 from copycat_nuke.config import TrainConfig
@@ -17,6 +17,7 @@ from copycat_nuke.errors import (
     ConfigError,
     FrameMissingError,
     ResolutionMismatchError,
+    TrainingDivergedError,
     TrainingError,
 )
 from copycat_nuke.train import (
@@ -31,43 +32,6 @@ from copycat_nuke.train import (
     train_in_background,
     train_model,
 )
-
-
-def write_pairs(directory: Path, frames=(1, 2, 3), size=(48, 64), seed=0) -> tuple[str, str]:
-    """Input frames of smooth random colour; Ground Truth = a colour gain plus a painted-out square."""
-    rng = np.random.default_rng(seed)
-    height, width = size
-    for frame in frames:
-        image = rng.random((height // 8, width // 8, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)
-        truth = image * np.array([0.8, 1.0, 1.2], np.float32)
-        truth[8:16, 8:16] = 0.5
-        imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
-        imageio.write_frame(directory / f"gt.{frame:04d}.exr", truth, "rgb", pixel_type="float")
-    return str(directory / "in.####.exr"), str(directory / "gt.####.exr")
-
-
-def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
-    source, truth = write_pairs(tmp_path)
-    settings = dict(
-        input=source,
-        target=truth,
-        out=str(tmp_path / "run"),
-        steps=6,
-        model_size="small",
-        batch_size=2,
-        crop_size=32,
-        checkpoint_interval=3,
-        image_interval=3,
-        precision="fp32",
-        seed=1,
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-def read_losses(path: Path) -> list[tuple[int, float]]:
-    with path.open() as stream:
-        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(stream)]
 
 
 def test_training_writes_model_checkpoints_contact_sheets_loss_log_and_config(tmp_path):
@@ -365,7 +329,7 @@ def test_a_run_that_diverges_stops_with_an_error_naming_the_step_and_what_to_do(
     monkeypatch.setattr(train.loop, "DIVERGENCE_WINDOW", 2)
     monkeypatch.setattr(train.loop, "DIVERGENCE_STEPS", 4)
     config = tiny_config(tmp_path / "a", steps=12, learning_rate=5e-3, gradient_clip=0.0, checkpoint_interval=100)
-    with pytest.raises(TrainingError, match=r"training diverged at step 10: .*\(--gradient-clip 10,") as caught:
+    with pytest.raises(TrainingDivergedError, match=r"training diverged at step 10: .*\(--gradient-clip 10,") as caught:
         train_model(config)
     assert "before step 6" in str(caught.value) and str(tmp_path / "a" / "run" / "checkpoints") in str(caught.value)
     assert not (tmp_path / "a" / "run" / "model.cat").exists()  # no useless network handed on as the result

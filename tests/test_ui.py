@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("qtpy")
 
-from test_train import write_pairs
+from helpers import write_pairs
 
 from copycat_nuke import plots
 from copycat_nuke.config import TrainConfig

@@ -53,6 +53,7 @@ class TrainingRequest:
     config: TrainConfig  #: input/target are filled in once the frames are rendered
     frames: Optional[str]  #: the Training Frames knob, or None for "wherever GroundTruth renders"
     python: Optional[str] = None  #: the external Python that trains, or None for Nuke's own
+    root: Optional[Path] = None  #: the Data Directory knob's folder (the run may be a run_NNN inside it)
 
     @property
     def data_directory(self) -> Path:
@@ -98,7 +99,8 @@ def read_request(node: nuke.Node, *, resume: bool = False, python: Optional[str]
         )
     manual_batch = knobs.text(node, "batchSizeType") == "Manual"
     config = TrainConfig(
-        out=str(Path(directory).resolve()),
+        # a new run never replaces one: it goes beside it in run_NNN (resume: the newest run there)
+        out=str((rundir.latest_run_dir if resume else rundir.new_run_dir)(Path(directory).resolve())),
         epochs=_positive(node, "epochs", "Epochs"),
         model_size=knobs.text(node, "modelSize").lower() or "medium",
         batch_size=_positive(node, "batchSize", "Batch Size") if manual_batch else None,
@@ -118,7 +120,9 @@ def read_request(node: nuke.Node, *, resume: bool = False, python: Optional[str]
     config.validate()
     if resume and rundir.latest_checkpoint(config.out) is None:
         raise CopyCatError(f"nothing to resume in {config.out}: it has no checkpoints yet. Press Start Training.")
-    return TrainingRequest(config=config, frames=knobs.text(node, "frames") or None, python=python)
+    return TrainingRequest(
+        config=config, frames=knobs.text(node, "frames") or None, python=python, root=Path(directory).resolve()
+    )
 
 
 def total_steps(epochs: int, pairs: int, batch_size: int) -> int:
@@ -230,11 +234,19 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
     In a distributed run only rank 0 renders; the other ranks wait for its frames and train on them."""
     folder = request.data_directory / FRAMES_DIR
     truth_pattern, input_pattern = str(folder / TRUTH_PATTERN), str(folder / INPUT_PATTERN)
-    marker, rank = folder / FRAMES_READY, distributed_rank()
+    # the marker sits in the Data Directory itself: rank 0 may have put its run in a run_NNN there
+    marker, rank = (request.root or request.data_directory) / FRAMES_READY, distributed_rank()
     signature = context.call(_pairs_signature, context.node_name, request)
     if rank > 0:
         ready = _wait_for_rank_zero(context, marker, signature, rank)
-        return replace(request.config, input=input_pattern, target=truth_pattern, frames=ready["frames"])
+        frames_folder = Path(ready["out"]) / FRAMES_DIR
+        return replace(
+            request.config,
+            out=ready["out"],
+            input=str(frames_folder / INPUT_PATTERN),
+            target=str(frames_folder / TRUTH_PATTERN),
+            frames=ready["frames"],
+        )
     if marker.exists():
         marker.unlink()
     for pattern in (truth_pattern, input_pattern):
@@ -254,7 +266,8 @@ def render_pairs(context: jobs.Context, request: TrainingRequest) -> TrainConfig
         around = {f + k for f in truth for k in range(-config.temporal, config.temporal + 1)}
         extra = sorted(f for f in around - set(truth) if first <= f <= last)
         gather.render_frames(context, knobs.INPUT, "Input", input_pattern, extra, channels, skip_failures=True)
-    results.write_json(marker, {"signature": signature, "frames": format_frame_list(truth)})
+    ready = {"signature": signature, "frames": format_frame_list(truth), "out": str(request.data_directory)}
+    results.write_json(marker, ready)
     return replace(config, input=input_pattern, target=truth_pattern, frames=format_frame_list(truth))
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
@@ -24,11 +25,25 @@ if TYPE_CHECKING:
 
 
 def checkpoint_to_resume(out_dir: Path) -> Resuming:
-    """The latest checkpoint in ``out_dir`` and its manifest, or a TrainingError saying there is none."""
-    checkpoint_path = rundir.latest_checkpoint(out_dir)
-    if checkpoint_path is None:
+    """The newest checkpoint in ``out_dir`` that loads, and its manifest; a damaged newer one (a disk that
+    filled up, a copy cut short) is skipped with a warning. A TrainingError when there is none."""
+    found = rundir.checkpoints(out_dir)
+    if not found:
         raise TrainingError(f"nothing to resume in {out_dir}: no checkpoints/checkpoint.*.cat; start a new run instead")
-    return Resuming(checkpoint_path, catfile.read_manifest(checkpoint_path))
+    problems = []
+    for _, path in reversed(found):
+        try:
+            cat = catfile.load_cat(path)
+        except CatFileError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            warnings.warn(
+                f"resuming from {path.name}: the newer checkpoint(s) could not be loaded ({'; '.join(problems)})",
+                stacklevel=2,
+            )
+        return Resuming(path, cat.manifest, cat)
+    raise CatFileError(f"no checkpoint in {out_dir / rundir.CHECKPOINTS} can be loaded: {'; '.join(problems)}")
 
 
 def restore(
@@ -38,10 +53,11 @@ def restore(
     sampler: PatchSampler,
     arguments: dict[str, Any],
     guard: GradientGuard,
+    loaded: Optional[catfile.CatFile] = None,
 ) -> int:
     """Load a checkpoint's weights, optimizer, sampler and random state and gradient guard into a run that
-    has the same network; returns its step."""
-    cat = catfile.load_cat(checkpoint_path)
+    has the same network; returns its step. State that does not fit is a CatFileError naming the file."""
+    cat = loaded if loaded is not None else catfile.load_cat(checkpoint_path)
     if cat.resume is None:
         raise CatFileError(f"{checkpoint_path} has no resume state (it is a model, not a checkpoint)")
     saved = catfile.complete_arguments("msrn", cat.manifest.arguments) if cat.manifest.architecture == "msrn" else {}
@@ -50,11 +66,25 @@ def restore(
             f"{checkpoint_path} is a different network ({cat.manifest.arguments}) from this job's "
             f"({arguments}): resume with the settings it was trained with, or start a new run"
         )
-    model.load_state_dict(cat.weights)
-    optimizer.load_state_dict(cat.resume.optimizer)
-    sampler.load_state_dict(cat.resume.rng["sampler"])
-    if isinstance(cat.resume.rng.get("torch"), torch.Tensor):
-        torch.set_rng_state(cat.resume.rng["torch"])
+    step = cat.resume.step
+    recorded = cat.manifest.training.get("steps")
+    if not isinstance(step, int) or step < 0 or (recorded is not None and recorded != step):
+        raise CatFileError(
+            f"{checkpoint_path} says it is at step {step} but its manifest says {recorded}: the file was altered; "
+            "resume from another checkpoint or start a new run"
+        )
+    try:
+        model.load_state_dict(cat.weights)
+        optimizer.load_state_dict(cat.resume.optimizer)
+        sampler.load_state_dict(cat.resume.rng["sampler"])
+        if isinstance(cat.resume.rng.get("torch"), torch.Tensor):
+            torch.set_rng_state(cat.resume.rng["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError, TrainingError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CatFileError(
+            f"{checkpoint_path}: its resume state does not fit this run ({reason}); resume from another "
+            "checkpoint or start a new run"
+        ) from None
     guard_state = cat.resume.extra.get("gradient_guard")  # absent from checkpoints before the guard
     if guard_state is not None:
         try:
@@ -63,7 +93,7 @@ def restore(
             guard.load_state_dict(guard_state)
         except ValueError as error:
             raise CatFileError(f"{checkpoint_path}: {error}; start a new run") from error
-    return cat.resume.step
+    return step
 
 
 def manifest(

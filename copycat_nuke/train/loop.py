@@ -14,6 +14,7 @@ The trainer never touches a UI: it publishes plain events (:mod:`.events`) to li
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -30,7 +31,7 @@ from copycat_nuke import catfile, distributed, plots, pretrained, rundir, transf
 from copycat_nuke.config import TrainConfig, save_yaml
 from copycat_nuke.data import PatchSampler, TrainingData, load_pairs
 from copycat_nuke.device import Runtime, resolve_runtime
-from copycat_nuke.errors import CatFileError, ConfigError, TrainingError
+from copycat_nuke.errors import CatFileError, ConfigError, RunInUseError, TrainingDivergedError, TrainingError
 from copycat_nuke.gradients import GradientGuard
 from copycat_nuke.models import build_model, msrn_arguments
 from copycat_nuke.train import checkpoints, loss, plan, previews
@@ -95,21 +96,38 @@ class Trainer:
             listener(event)
 
     # ---------------------------------------------------------------------------- prepare
-    def _prepare_out_dir(self) -> None:
+    def _prepare_out_dir(self) -> rundir.RunLock:
+        """Take the run directory (its lock), check that a new run does not replace an old one, and clear what
+        a killed run left there. Returns the lock, held until the run ends."""
         if not self.config.out:
             raise ConfigError("training needs an output directory (--out DIR / dataDirectory)")
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "checkpoints").mkdir(exist_ok=True)
-            (self.out_dir / "contact_sheets").mkdir(exist_ok=True)
-            probe = self.out_dir / ".copycat-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            lock = rundir.RunLock(self.out_dir).acquire()
         except OSError as error:
             raise TrainingError(
                 f"cannot write to the output directory {self.out_dir}: {error.strerror or error}; "
                 "choose a directory you can write to"
             ) from None
+        try:
+            if not self.config.resume and rundir.holds_run(self.out_dir):
+                raise RunInUseError(
+                    f"{self.out_dir} already holds a run: add --resume to go on with it, or --new-run to start a "
+                    f"new one beside it (in {rundir.new_run_dir(self.out_dir)})"
+                )
+            rundir.remove_leftovers(self.out_dir)
+            (self.out_dir / rundir.CHECKPOINTS).mkdir(exist_ok=True)
+            (self.out_dir / rundir.CONTACT_SHEETS).mkdir(exist_ok=True)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _clean_up_failed_run(self) -> None:
+        """A run that failed before writing anything leaves no empty folders behind."""
+        for name in (rundir.CHECKPOINTS, rundir.CONTACT_SHEETS):
+            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                (self.out_dir / name).rmdir()
 
     def _build_network(self, data: TrainingData) -> tuple[nn.Module, dict[str, Any], Optional[catfile.CatFile]]:
         """The network to train: fresh, or from initial weights (a .cat model or checkpoint)."""
@@ -171,10 +189,20 @@ class Trainer:
 
         prepare (pairs, network, device) -> plan (:func:`~copycat_nuke.train.plan.make_plan`) -> loop
         (:meth:`_train`) -> finish (checkpoint, model.cat, loss plot)."""
+        lock = self._prepare_out_dir() if self.dist.is_main else None
+        try:
+            return self._run()
+        except BaseException:
+            if lock is not None:
+                self._clean_up_failed_run()
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> TrainResult:
         cfg = self.config
         clock = time.perf_counter()
-        if self.dist.is_main:
-            self._prepare_out_dir()
         working = transfer.Transfer()
         data = load_pairs(cfg, working)
         if cfg.batch_size is not None and cfg.batch_size > len(data.pairs):
@@ -243,7 +271,14 @@ class Trainer:
         log = rundir.LossLog(self.out_dir / rundir.LOSS_LOG)
         start_step = 0
         if checkpoint is not None:
-            start_step = checkpoints.restore(checkpoint.path, model, optimizer, sampler, arguments, guard)
+            start_step = checkpoints.restore(
+                checkpoint.path, model, optimizer, sampler, arguments, guard, checkpoint.cat
+            )
+            if start_step > chosen.total_steps:
+                raise CatFileError(
+                    f"{checkpoint.path} is at step {start_step}, past this job's {chosen.total_steps} steps: raise "
+                    "the job's steps or epochs above it to train on, or start a new run"
+                )
         distributed.broadcast_parameters(self.dist, model)
         if self.dist.is_main:
             if cfg.resume:
@@ -312,7 +347,7 @@ class Trainer:
                 outputs = run.forward(inputs)
             loss = multiscale_loss(outputs, targets, cfg.loss, run.plan.level_weights)
             if not torch.isfinite(loss):
-                raise TrainingError(
+                raise TrainingDivergedError(
                     f"the loss became {loss.item()} at step {step + 1}: check the frames for extreme values, "
                     "or lower the learning rate"
                 )
@@ -321,7 +356,7 @@ class Trainer:
                 loss.backward()
             norm = run.guard(run.model.parameters())  # a spike clipped to a multiple of the recent norms
             if not math.isfinite(norm):
-                raise TrainingError(
+                raise TrainingDivergedError(
                     f"the gradients became {norm} at step {step + 1}: check the frames for extreme values, or "
                     "lower the learning rate (or train with precision fp32)"
                 )
@@ -405,7 +440,7 @@ class Trainer:
         )
         if self.dist.is_main:
             run.log.flush()  # the blow-up stays in loss.csv to look at
-        raise TrainingError(
+        raise TrainingDivergedError(
             f"training diverged at step {step}: for {streak} steps the loss has stayed over "
             f"{DIVERGENCE_FACTOR:g}× the lowest median it had over {window} steps ({run.lowest_loss_median:.3g}; "
             f"now {losses[-1]:.3g}), so the network has lost what it learnt. Start the job again with {guard}, "

@@ -273,6 +273,7 @@ class Resuming(NamedTuple):
 
     path: Path
     manifest: catfile.Manifest
+    cat: Optional[catfile.CatFile] = None  #: the loaded file, when it was loaded to check it
 
 
 def make_plan(

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from copycat_nuke import rundir
 from copycat_nuke.config import TrainConfig, to_dict
 from copycat_nuke.errors import ConfigError, CopyCatError
 from copycat_nuke.ui import runs, theme
@@ -154,8 +155,8 @@ class TrainingPanel(QtWidgets.QWidget):
         self._show_current()
 
     def start(self) -> TrainingJob:
-        """Start a new training run in the background and follow it. Overwrites the target run's results
-        if it has any (the Start button asks first). Raises :class:`CopyCatError` if there is nothing to start."""
+        """Start a new training run in the background and follow it: where the target already holds a run,
+        beside it in ``run_NNN``. Raises :class:`CopyCatError` if there is nothing to start."""
         config = replace(self._start_config(), resume=False)
         return self._launch(config)
 
@@ -477,7 +478,7 @@ class TrainingPanel(QtWidgets.QWidget):
             raise ConfigError(
                 "Start needs the job's settings: a run with a config.yaml, or settings given to set_config()"
             )
-        return replace(config, out=str(self._start_target()))
+        return replace(config, out=str(rundir.new_run_dir(self._start_target())))  # never over another run
 
     def _resume_run(self) -> Optional[Path]:
         if self._current is not None:
@@ -501,13 +502,6 @@ class TrainingPanel(QtWidgets.QWidget):
         except CopyCatError as error:
             self._set_message(str(error), error=True)
             return
-        target = Path(config.out)
-        if runs.read_loss_log(target).steps and not self._confirm(
-            "Start over?",
-            f"{runs.display_name(target)} already has {runs.read_loss_log(target).steps[-1]} steps of training.\n"
-            "Starting again overwrites its loss log, checkpoints and model. Use Resume to continue it.",
-        ):
-            return
         try:
             self._launch(replace(config, resume=False))
         except CopyCatError as error:
@@ -518,11 +512,6 @@ class TrainingPanel(QtWidgets.QWidget):
             self.resume()
         except CopyCatError as error:
             self._set_message(str(error), error=True)
-
-    def _confirm(self, title: str, text: str) -> bool:
-        buttons = QtWidgets.QMessageBox.StandardButton
-        answer = QtWidgets.QMessageBox.question(self, title, text, combine(buttons.Yes, buttons.Cancel), buttons.Cancel)
-        return bool(answer == buttons.Yes)
 
     def _update_buttons(self) -> None:
         training = self.is_training

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from copycat_nuke import rundir
 from copycat_nuke.config import TrainConfig, load_yaml, write_text_atomic
 from copycat_nuke.errors import CopyCatError
 
@@ -96,12 +97,7 @@ def _natural_key(path: Path) -> list[Union[int, str]]:
 
 def next_run_directory(data_directory: PathLike) -> Path:
     """A new, unused run directory in ``data_directory``: ``run_001``, then ``run_002`` and so on."""
-    root = Path(data_directory)
-    taken = {child.name for child in root.iterdir()} if root.is_dir() else set()
-    number = 1
-    while f"{NEW_RUN_PREFIX}{number:03d}" in taken:
-        number += 1
-    return root / f"{NEW_RUN_PREFIX}{number:03d}"
+    return rundir.numbered_run_dir(data_directory)
 
 
 def read_loss_log(run_directory: PathLike) -> LossHistory:
