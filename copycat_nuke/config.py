@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, TypeVar, Union  # noqa: UP035 (Dict: see InferConfig.extra)
 
 from copycat_nuke.errors import ConfigError
+from copycat_nuke.limits import MAX_TEMPORAL, is_gradient_clip
 
 T = TypeVar("T")
 
@@ -34,8 +35,6 @@ MODEL_SIZES = ("small", "medium", "large")
 LOSSES = ("charbonnier", "l1", "mse")
 #: How the multi-scale loss weighs the pyramid's levels (train.LEVEL_WEIGHTS); auto picks one per job.
 LEVEL_WEIGHTINGS = ("auto", "doubling", "equal", "pixels")
-#: The most neighbouring frames on each side a temporal network may see (``temporal``).
-MAX_TEMPORAL = 3
 #: Seeds run from 0 to this (torch.manual_seed takes at most 64 bits; 63 keep it a signed int everywhere).
 MAX_SEED = 2**63 - 1
 #: Largest counts (steps, epochs, intervals, sizes) a job may ask for; far beyond any real job, small enough
@@ -156,11 +155,6 @@ class InferConfig:
         if self.overlap < 0:
             raise ConfigError(f"overlap must not be negative (got {self.overlap})")
         return self
-
-
-def is_gradient_clip(value: object) -> bool:
-    """Whether ``value`` is a gradient guard factor: 0 (off) or a finite number of at least 1."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value == 0 or 1 <= value < math.inf)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from copycat_nuke.config import is_gradient_clip
+from copycat_nuke.limits import is_gradient_clip
 
 #: Clip to this many times the recent median gradient norm (0: off): the factor measured (README, Performance).
 #: Jobs run without the guard unless they ask for it (``TrainConfig.gradient_clip``), by measurement.

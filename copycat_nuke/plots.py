@@ -129,14 +129,14 @@ def _nice_step(raw: float, mantissas: Sequence[float] = (1.0, 2.0, 5.0)) -> floa
     return 10.0 * magnitude
 
 
-def _linear_ticks(lo: float, hi: float, count: int, min_step: float = 0.0) -> tuple[list[float], float]:
+def linear_ticks(lo: float, hi: float, count: int, min_step: float = 0.0) -> tuple[list[float], float]:
     """About ``count`` tick values at 1-2-5 multiples inside [lo, hi], and their spacing."""
     step = max(_nice_step((hi - lo) / max(count, 1)), min_step)
     first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
     return [round(k * step, 12) for k in range(first, last + 1)], step
 
 
-def _format_number(v: float, significant: int = 3, smallest_decimal: float = 0.01) -> str:
+def format_number(v: float, significant: int = 3, smallest_decimal: float = 0.01) -> str:
     """Compact: 0.01, 0.25, 20, 1500; scientific below ``smallest_decimal`` or from 100000 up (1e-3, 2.5e-5).
 
     ``significant`` digits are kept and trailing zeros dropped.
@@ -152,7 +152,7 @@ def _format_number(v: float, significant: int = 3, smallest_decimal: float = 0.0
     return f"{mantissa}e{exponent}"
 
 
-def _linear_labels(values: Sequence[float], step: float) -> list[str]:
+def linear_labels(values: Sequence[float], step: float) -> list[str]:
     """Labels for evenly spaced ticks: fixed decimals, just enough to tell neighbours apart (0.05, 0.10).
 
     Very fine steps or huge values switch to 2.5e-5 style, with digits down to the step's.
@@ -162,12 +162,12 @@ def _linear_labels(values: Sequence[float], step: float) -> list[str]:
     if step >= 1e-4 and magnitude < 1e5:
         return [f"{v:.{max(0, -step_exponent)}f}" if v else "0" for v in values]
     return [
-        _format_number(v, significant=max(1, math.floor(math.log10(abs(v))) - step_exponent + 1)) if v else "0"
+        format_number(v, significant=max(1, math.floor(math.log10(abs(v))) - step_exponent + 1)) if v else "0"
         for v in values
     ]
 
 
-def _format_step(v: float) -> str:
+def format_step(v: float) -> str:
     """Step counts the way artists say them: 500, 1k, 2.5k, 10k, 1.2M."""
     v = round(v, 6)
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -192,13 +192,13 @@ class _Axis:
 
 
 @dataclass
-class _Ticks:
+class Ticks:
     major: list[float]
     labels: list[str]
     minor: list[float]
 
 
-def _log_ticks(lo: float, hi: float, length_px: float, min_spacing_px: float) -> _Ticks:
+def log_ticks(lo: float, hi: float, length_px: float, min_spacing_px: float) -> Ticks:
     """Ticks for a log axis spanning 10**lo .. 10**hi over ``length_px`` pixels.
 
     Several decades: label the decades (every 2nd or 3rd when crowded) with 2..9 as unlabelled minor
@@ -215,13 +215,13 @@ def _log_ticks(lo: float, hi: float, length_px: float, min_spacing_px: float) ->
             labelled = sorted(major + [v for v in between if lo <= math.log10(v) <= hi])
             others = [m * 10.0**k for k in range(decades[0] - 1, decades[-1] + 1) for m in (3, 4, 6, 7, 8, 9)]
             minor = [v for v in others if lo <= math.log10(v) <= hi]
-            return _Ticks(labelled, [_format_number(v) for v in labelled], minor)
+            return Ticks(labelled, [format_number(v) for v in labelled], minor)
         if every == 1 and px_per_decade >= 40:
             minor += [m * 10.0**k for k in range(decades[0] - 1, decades[-1] + 1) for m in range(2, 10)]
         elif every == 1 and px_per_decade >= 16:
             minor += [5 * 10.0**k for k in range(decades[0] - 1, decades[-1] + 1)]
         minor = [v for v in minor if lo <= math.log10(v) <= hi]
-        return _Ticks(major, [_format_number(v) for v in major], minor)
+        return Ticks(major, [format_number(v) for v in major], minor)
     candidates = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)]
     major = [v for v in candidates if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
     if len(major) >= 3 and all(
@@ -229,11 +229,11 @@ def _log_ticks(lo: float, hi: float, length_px: float, min_spacing_px: float) ->
     ):
         everything = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in range(1, 10)]
         minor = [v for v in everything if lo <= math.log10(v) <= hi and v not in major]
-        return _Ticks(major, [_format_number(v) for v in major], minor)
+        return Ticks(major, [format_number(v) for v in major], minor)
     count = max(2, int(length_px / min_spacing_px))
-    values, step = _linear_ticks(10.0**lo, 10.0**hi, count)
+    values, step = linear_ticks(10.0**lo, 10.0**hi, count)
     values = [v for v in values if v > 0]
-    return _Ticks(values, _linear_labels(values, step), [])
+    return Ticks(values, linear_labels(values, step), [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def _prepare_run(
     return _Run(name, x, y, smooth(y, smoothness), colour)
 
 
-def _value_range(values: FloatArray, log: bool) -> tuple[float, float]:
+def value_range(values: FloatArray, log: bool) -> tuple[float, float]:
     """Axis range around ``values`` with 5 % headroom; a flat curve gets a sensible band around it."""
     v = np.log10(values) if log else values
     lo, hi = float(v.min()), float(v.max())
@@ -275,7 +275,7 @@ def _value_range(values: FloatArray, log: bool) -> tuple[float, float]:
     return lo - 0.05 * span, hi + 0.05 * span
 
 
-def _step_range(steps: FloatArray) -> tuple[float, float]:
+def step_range(steps: FloatArray) -> tuple[float, float]:
     lo, hi = float(steps.min()), float(steps.max())
     if hi - lo <= 0:
         return (0.0, 1.0) if lo == 0 else (lo - max(1.0, abs(lo) * 0.05), hi + max(1.0, abs(lo) * 0.05))
@@ -325,31 +325,31 @@ class _Box:
     right: int
 
 
-def _y_ticks(values: FloatArray, log: bool, length_px: float, style: _Style) -> tuple[float, float, _Ticks]:
+def _y_ticks(values: FloatArray, log: bool, length_px: float, style: _Style) -> tuple[float, float, Ticks]:
     """The loss axis range (log10 when ``log``) and its ticks."""
     if not values.size:
-        return (-3.0, 0.0, _Ticks([], [], [])) if log else (0.0, 1.0, _Ticks([], [], []))
-    lo, hi = _value_range(values, log)
+        return (-3.0, 0.0, Ticks([], [], [])) if log else (0.0, 1.0, Ticks([], [], []))
+    lo, hi = value_range(values, log)
     min_spacing = 3.2 * style.tick
     if log:
-        return lo, hi, _log_ticks(lo, hi, length_px, min_spacing)
-    ticks, step = _linear_ticks(lo, hi, max(2, int(length_px / min_spacing)))
-    return lo, hi, _Ticks(ticks, _linear_labels(ticks, step), [])
+        return lo, hi, log_ticks(lo, hi, length_px, min_spacing)
+    ticks, step = linear_ticks(lo, hi, max(2, int(length_px / min_spacing)))
+    return lo, hi, Ticks(ticks, linear_labels(ticks, step), [])
 
 
-def _x_ticks(lo: float, hi: float, integral: bool, length_px: float, style: _Style) -> _Ticks:
+def _x_ticks(lo: float, hi: float, integral: bool, length_px: float, style: _Style) -> Ticks:
     """Step ticks about seven label sizes apart, fewer if the widest label would touch its neighbour."""
     for count in range(max(2, int(length_px / (7 * style.tick))), 0, -1):
-        ticks, step = _linear_ticks(lo, hi, count, min_step=1.0 if integral else 0.0)
-        labels = [_format_step(v) for v in ticks]
+        ticks, step = linear_ticks(lo, hi, count, min_step=1.0 if integral else 0.0)
+        labels = [format_step(v) for v in ticks]
         widest = max((_text_width(t, style.tick) for t in labels), default=0)
         if len(ticks) < 2 or step * length_px / (hi - lo) >= widest + 3 * style.gap:
-            return _Ticks(ticks, labels, [])
-    return _Ticks([], [], [])
+            return Ticks(ticks, labels, [])
+    return Ticks([], [], [])
 
 
 def _draw_grid(
-    canvas: npt.NDArray[np.float32], box: _Box, x_axis: _Axis, x_ticks: _Ticks, y_axis: _Axis, y_ticks: _Ticks
+    canvas: npt.NDArray[np.float32], box: _Box, x_axis: _Axis, x_ticks: Ticks, y_axis: _Axis, y_ticks: Ticks
 ) -> None:
     """Plot background, crisp one-pixel grid lines (minor under major) and the frame."""
     top, left, bottom, right = box.top, box.left, box.bottom, box.right
@@ -407,9 +407,9 @@ def _draw_axis_text(
     canvas: npt.NDArray[np.float32],
     box: _Box,
     x_axis: _Axis,
-    x_ticks: _Ticks,
+    x_ticks: Ticks,
     y_axis: _Axis,
-    y_ticks: _Ticks,
+    y_ticks: Ticks,
     style: _Style,
     x_label: str,
     y_label: str,
@@ -445,9 +445,9 @@ def _draw_header(
         return
     last_step = float(main.steps[-1])
     step_text = str(int(last_step)) if last_step.is_integer() else f"{last_step:g}"
-    candidates = [f"step {step_text}   loss {_format_number(float(main.raw[-1]), smallest_decimal=1e-3)}"]
+    candidates = [f"step {step_text}   loss {format_number(float(main.raw[-1]), smallest_decimal=1e-3)}"]
     if smoothness > 0 and main.steps.size > 1:
-        smoothed = _format_number(float(main.smoothed[-1]), smallest_decimal=1e-3)
+        smoothed = format_number(float(main.smoothed[-1]), smallest_decimal=1e-3)
         candidates.insert(0, f"{candidates[0]}   smoothed {smoothed}")
     room = box.right - box.left - _text_width(title, style.title, _FONT_BOLD) - 3 * style.gap
     for text in candidates:
@@ -513,10 +513,10 @@ def render_loss_curve(
     box = _Box(top, left, bottom, width - style.pad)
     y_axis = _Axis(y_lo, y_hi, bottom - style.inset, top + style.inset, log=log)
     x_axis = _Axis(0.0, 1.0, box.left + style.inset, box.right - style.inset)
-    x_ticks = _Ticks([], [], [])
+    x_ticks = Ticks([], [], [])
     all_steps = np.concatenate([r.steps for r in runs])
     if all_steps.size:
-        x_axis.lo, x_axis.hi = _step_range(all_steps)
+        x_axis.lo, x_axis.hi = step_range(all_steps)
         integral = bool(np.all(all_steps == np.round(all_steps)))
         x_ticks = _x_ticks(x_axis.lo, x_axis.hi, integral, x_axis.px_hi - x_axis.px_lo, style)
 
@@ -537,7 +537,7 @@ def _draw_legend(canvas: npt.NDArray[np.float32], runs: Sequence[_Run], right: i
     row = cap + descent + gap
     swatch = 3 * size // 2
     names = [r.name for r in runs]
-    lasts = [_format_number(float(r.smoothed[-1]), smallest_decimal=1e-3) if r.smoothed.size else "-" for r in runs]
+    lasts = [format_number(float(r.smoothed[-1]), smallest_decimal=1e-3) if r.smoothed.size else "-" for r in runs]
     name_w = max(_text_width(n, size) for n in names)
     last_w = max(_text_width(v, size) for v in lasts)
     box_w = gap + swatch + gap + name_w + 2 * gap + last_w + gap

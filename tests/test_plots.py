@@ -104,19 +104,19 @@ def test_loss_spanning_many_decades_draws_on_both_scales(log_scale: bool) -> Non
 
 
 def test_log_axis_labels_every_decade_it_spans() -> None:
-    ticks = plots._log_ticks(-5.1, 1.1, length_px=420, min_spacing_px=38)
+    ticks = plots.log_ticks(-5.1, 1.1, length_px=420, min_spacing_px=38)
     assert ticks.labels == ["1e-5", "1e-4", "1e-3", "0.01", "0.1", "1", "10"]
     assert ticks.minor, "2..9 × each decade as unlabelled minor grid lines"
 
 
 def test_linear_ticks_follow_the_one_two_five_rule() -> None:
-    values, step = plots._linear_ticks(0.0, 0.43, 9)
+    values, step = plots.linear_ticks(0.0, 0.43, 9)
     assert step == pytest.approx(0.05)
-    assert plots._linear_labels(values, step)[:3] == ["0", "0.05", "0.10"]
+    assert plots.linear_labels(values, step)[:3] == ["0", "0.05", "0.10"]
 
 
 def test_step_labels_are_compact() -> None:
-    assert [plots._format_step(v) for v in (0, 500, 1000, 2500, 100000)] == ["0", "500", "1k", "2.5k", "100k"]
+    assert [plots.format_step(v) for v in (0, 500, 1000, 2500, 100000)] == ["0", "500", "1k", "2.5k", "100k"]
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from copycat_nuke.config import MAX_TEMPORAL
 from copycat_nuke.errors import ConfigError
+from copycat_nuke.limits import MAX_TEMPORAL
 from copycat_nuke.models.msrn import MSRN, pad_to_multiple
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"msrn": MSRN}

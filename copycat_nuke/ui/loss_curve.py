@@ -84,8 +84,8 @@ class _Layout:
     plot: QtCore.QRect
     x: _Axis
     y: _Axis
-    x_ticks: plots._Ticks
-    y_ticks: plots._Ticks
+    x_ticks: plots.Ticks
+    y_ticks: plots.Ticks
     empty: bool
 
 
@@ -293,42 +293,42 @@ class LossCurveWidget(QtWidgets.QWidget):
         empty = loss_values.size == 0
         if empty:
             y_lo, y_hi = (-3.0, 0.0) if self._log_scale else (0.0, 1.0)
-            y_ticks = plots._Ticks([], [], [])
+            y_ticks = plots.Ticks([], [], [])
             log = self._log_scale
         else:
-            y_lo, y_hi = plots._value_range(loss_values, log)
+            y_lo, y_hi = plots.value_range(loss_values, log)
             length = bottom - top - 2 * inset
             min_spacing = 2.4 * tick_metrics.height()
             if log:
-                y_ticks = plots._log_ticks(y_lo, y_hi, length, min_spacing)
+                y_ticks = plots.log_ticks(y_lo, y_hi, length, min_spacing)
             else:
-                ticks, step = plots._linear_ticks(y_lo, y_hi, max(2, int(length / min_spacing)))
-                y_ticks = plots._Ticks(ticks, plots._linear_labels(ticks, step), [])
+                ticks, step = plots.linear_ticks(y_lo, y_hi, max(2, int(length / min_spacing)))
+                y_ticks = plots.Ticks(ticks, plots.linear_labels(ticks, step), [])
         label_width = max((tick_metrics.horizontalAdvance(t) for t in y_ticks.labels), default=0)
         left = pad + axis_metrics.height() + label_width + 2 * gap
         right = width - pad
         plot = QtCore.QRect(left, top, max(right - left, 10), max(bottom - top, 10))
         y_axis = _Axis(y_lo, y_hi, plot.bottom() - inset, plot.top() + inset, log=log)
         x_axis = _Axis(0.0, 1.0, plot.left() + inset, plot.right() - inset)
-        x_ticks = plots._Ticks([], [], [])
+        x_ticks = plots.Ticks([], [], [])
         if not empty:
             all_steps = np.concatenate([steps for _, steps, _, _ in shown])
-            x_axis.lo, x_axis.hi = plots._step_range(all_steps)
+            x_axis.lo, x_axis.hi = plots.step_range(all_steps)
             integral = bool(np.all(all_steps == np.round(all_steps)))
             x_ticks = self._x_ticks(x_axis, integral, tick_metrics, gap)
         return _Layout(plot, x_axis, y_axis, x_ticks, y_ticks, empty)
 
     @staticmethod
-    def _x_ticks(axis: _Axis, integral: bool, metrics: QtGui.QFontMetrics, gap: int) -> plots._Ticks:
+    def _x_ticks(axis: _Axis, integral: bool, metrics: QtGui.QFontMetrics, gap: int) -> plots.Ticks:
         """Step ticks about seven characters apart, fewer where the widest label would touch its neighbour."""
         length = axis.px_hi - axis.px_lo
         for count in range(max(2, int(length / (7 * metrics.averageCharWidth() + 1))), 0, -1):
-            ticks, step = plots._linear_ticks(axis.lo, axis.hi, count, min_step=1.0 if integral else 0.0)
-            labels = [plots._format_step(v) for v in ticks]
+            ticks, step = plots.linear_ticks(axis.lo, axis.hi, count, min_step=1.0 if integral else 0.0)
+            labels = [plots.format_step(v) for v in ticks]
             widest = max((metrics.horizontalAdvance(t) for t in labels), default=0)
             if len(ticks) < 2 or step * length / (axis.hi - axis.lo) >= widest + 3 * gap:
-                return plots._Ticks(ticks, labels, [])
-        return plots._Ticks([], [], [])
+                return plots.Ticks(ticks, labels, [])
+        return plots.Ticks([], [], [])
 
     # ------------------------------------------------------------------------------- drawing
     def sizeHint(self) -> QtCore.QSize:
@@ -486,10 +486,10 @@ class LossCurveWidget(QtWidgets.QWidget):
         steps, raw, smoothed = main.arrays(self._smoothness)
         step = float(steps[-1])
         step_text = str(int(step)) if step.is_integer() else f"{step:g}"
-        loss_text = plots._format_number(float(raw[-1]), smallest_decimal=1e-3)
+        loss_text = plots.format_number(float(raw[-1]), smallest_decimal=1e-3)
         candidates = [f"step {step_text}   loss {loss_text}"]
         if self._smoothness > 0 and steps.size > 1:
-            smooth_text = plots._format_number(float(smoothed[-1]), smallest_decimal=1e-3)
+            smooth_text = plots.format_number(float(smoothed[-1]), smallest_decimal=1e-3)
             candidates.insert(0, f"{candidates[0]}   smoothed {smooth_text}")
         if len(shown) > 1:
             candidates = [f"{main.label}:  {text}" for text in candidates] + candidates
@@ -512,7 +512,7 @@ class LossCurveWidget(QtWidgets.QWidget):
         """Top right of the plot: a swatch, the run's name and its last smoothed loss, per visible run."""
         metrics = QtGui.QFontMetrics(font)
         gap, swatch = 6, 16
-        lasts = [plots._format_number(float(smoothed[-1]), smallest_decimal=1e-3) for _, _, _, smoothed in shown]
+        lasts = [plots.format_number(float(smoothed[-1]), smallest_decimal=1e-3) for _, _, _, smoothed in shown]
         name_width = max(metrics.horizontalAdvance(series.label) for series, _, _, _ in shown)
         last_width = max(metrics.horizontalAdvance(text) for text in lasts)
         width = gap + swatch + gap + name_width + 2 * gap + last_width + gap
@@ -553,8 +553,8 @@ class LossCurveWidget(QtWidgets.QWidget):
             i = int(np.clip(np.searchsorted(steps, step), 0, steps.size - 1))
             if i > 0 and abs(steps[i - 1] - step) <= abs(steps[i] - step):
                 i -= 1
-            value = plots._format_number(float(smoothed[i]), smallest_decimal=1e-3)
-            raw_text = plots._format_number(float(raw[i]), smallest_decimal=1e-3)
+            value = plots.format_number(float(smoothed[i]), smallest_decimal=1e-3)
+            raw_text = plots.format_number(float(raw[i]), smallest_decimal=1e-3)
             lines.append((series.colour, f"step {int(steps[i])}   {value}  (raw {raw_text})"))
         painter.setPen(QtGui.QPen(QtGui.QColor(theme.TEXT_DIM), 1, QtCore.Qt.PenStyle.DashLine))
         painter.drawLine(self._hover_x, plot.top() + 1, self._hover_x, plot.bottom() - 1)
