@@ -5,7 +5,7 @@ On the 10 Sintel frames in ``../shared/data/sintel_raft_demo`` (1024×436 PNG):
 * **High-res truth**: each frame (sRGB-encoded 0..1 values).
 * **Low-res shot** (512×218), by default exactly as ``benchmarks/sr.py`` makes its inputs: antialiased
   bicubic ÷2 (Keys, a = −0.5) of the sRGB-encoded values, rounded to 8 bits. ``--degrade linear`` uses
-  :func:`copycat_nuke.pretrained.build.downscale` on linear light instead, the very degradation
+  :func:`copycat_nuke.resample.downscale` on linear light instead, the very degradation
   refinement trains on (the default is the harder, more realistic case: the shot's degradation is not
   the one refinement assumes).
 * **Methods**, each upscaling the low-res shot ×2:
@@ -52,7 +52,7 @@ from copycat_nuke import catfile, imageio
 from copycat_nuke.errors import CopyCatError
 from copycat_nuke.infer import load_model
 from copycat_nuke.pretrained import require_shipped_model
-from copycat_nuke.pretrained.build import downscale
+from copycat_nuke.resample import downscale
 from copycat_nuke.upscale import REFINE_LEARNING_RATE, refine_on_shot
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sintel_raft_demo"
@@ -151,7 +151,7 @@ def main() -> None:
         "low_res": (
             "antialiased bicubic (Keys a=-0.5) /2 of the sRGB-encoded values, rounded to 8 bits (as sr.py)"
             if args.degrade == "srgb"
-            else "copycat_nuke.pretrained.build.downscale /2 in linear light, encoded to 8-bit sRGB"
+            else "copycat_nuke.resample.downscale /2 in linear light, encoded to 8-bit sRGB"
         ),
         "score": "PSNR (dB) on BT.601 Y (0..255), 2-px border shaved; outputs rounded to 8 bits",
         "model": model_summary(model_path),

@@ -43,7 +43,7 @@ from copycat_nuke.infer import (
     run_frames,
 )
 from copycat_nuke.pretrained import require_shipped_model
-from copycat_nuke.pretrained.build import downscale
+from copycat_nuke.resample import downscale
 from copycat_nuke.train import Listener, Trainer, TrainResult
 
 #: Shot frames refinement trains on when no frame list is given (evenly spaced over the shot).

@@ -33,6 +33,7 @@ from copycat_nuke import catfile, imageio
 from copycat_nuke.config import TrainConfig
 from copycat_nuke.errors import ConfigError, CopyCatError
 from copycat_nuke.pretrained import shipped_model
+from copycat_nuke.resample import downscale, srgb_to_linear, to_image, to_tensor
 from copycat_nuke.train import Listener, Trainer
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -91,13 +92,6 @@ def load_recipe(name_or_path: Union[str, Path]) -> Recipe:
 
 
 # ------------------------------------------------------------------------------------------- pixels
-def srgb_to_linear(v: np.ndarray) -> np.ndarray:
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(v: np.ndarray) -> np.ndarray:
-    v = np.clip(v, 0.0, None)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 def skimage_data_dir() -> Path:
@@ -123,25 +117,6 @@ def photographs(names: Sequence[str], directory: Optional[Path] = None) -> list[
             pixels = np.repeat(pixels, 3, axis=2)
         images.append((name, srgb_to_linear(np.ascontiguousarray(pixels[:, :, :3], np.float32))))
     return images
-
-
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-
-
-def _to_image(tensor: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(tensor[0].permute(1, 2, 0).numpy(), dtype=np.float32)
-
-
-def downscale(image: np.ndarray, factor: int, *, encoded: bool = False) -> np.ndarray:
-    """Antialiased bicubic (Keys, a = −0.5) ÷``factor`` of a linear H×W×C image whose sides divide by it.
-
-    ``encoded``: filter the sRGB-encoded values (as most still-image tools do) rather than linear light.
-    """
-    source = linear_to_srgb(image) if encoded else image
-    small = F.interpolate(_to_tensor(source), scale_factor=1 / factor, mode="bicubic", antialias=True)
-    result = _to_image(small)
-    return srgb_to_linear(np.clip(result, 0.0, 1.0)) if encoded else result
 
 
 def motion_kernel(rng: np.random.Generator, length: float) -> np.ndarray:
@@ -176,10 +151,10 @@ def defocus_kernel(radius: float) -> np.ndarray:
 def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolve each channel of a linear H×W×C image with ``kernel`` (reflected at the edges)."""
     pad = kernel.shape[0] // 2
-    x = _to_tensor(image).transpose(0, 1)  # C×1×H×W: one channel per batch entry
+    x = to_tensor(image).transpose(0, 1)  # C×1×H×W: one channel per batch entry
     x = F.pad(x, [pad, pad, pad, pad], mode="reflect")
     weight = torch.from_numpy(kernel[::-1, ::-1].copy())[None, None]
-    return _to_image(F.conv2d(x, weight).transpose(0, 1))
+    return to_image(F.conv2d(x, weight).transpose(0, 1))
 
 
 def make_pairs(recipe: Recipe, images: Iterable[tuple[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
