@@ -22,6 +22,7 @@ import re
 import socket
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -200,6 +201,55 @@ def prune_checkpoints(run: Union[str, Path], keep: int = KEEP_CHECKPOINTS) -> No
             old.unlink()
 
 
+@dataclass
+class LossHistory:
+    """The rows of a ``loss.csv``: step, loss and seconds since the run started, in file order."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def until(self, step: int) -> LossHistory:
+        """The rows up to and including ``step`` (a resumed run's log, as it was at its checkpoint)."""
+        keep = [i for i, s in enumerate(self.steps) if s <= step]
+        return LossHistory(
+            [self.steps[i] for i in keep], [self.losses[i] for i in keep], [self.seconds[i] for i in keep]
+        )
+
+
+def read_loss_log(path: Union[str, Path]) -> LossHistory:
+    """A ``loss.csv`` (step, loss, seconds), read while its writer may be appending: a missing file reads
+    as empty, and malformed or partial rows (the line being written) are skipped. The one reader of the
+    format, for the trainer, the panel and the run table."""
+    path = Path(path)
+    history = LossHistory()
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+            rows = list(csv.reader(stream))
+    except (OSError, csv.Error):  # csv.Error: NUL bytes, a field over csv's size limit (not a loss log)
+        return history
+    if not rows:
+        return history
+    header = [name.strip() for name in rows[0]]
+    try:
+        step_at, loss_at = header.index("step"), header.index("loss")
+    except ValueError:
+        return history
+    seconds_at = header.index("seconds") if "seconds" in header else None
+    for row in rows[1:]:
+        if len(row) != len(header):  # the line a writer is in the middle of
+            continue
+        try:
+            step, loss = int(row[step_at]), float(row[loss_at])
+            seconds = float(row[seconds_at]) if seconds_at is not None else math.nan
+        except ValueError:
+            continue
+        history.steps.append(step)
+        history.losses.append(loss)
+        history.seconds.append(seconds)
+    return history
+
+
 class LossLog:
     """``loss.csv``: one row per step (step, loss, learning_rate, seconds), buffered, flushed at checkpoints.
 
@@ -247,8 +297,8 @@ class LossLog:
     def read(self) -> tuple[list[int], list[float]]:
         """Steps and losses logged so far (including unflushed rows)."""
         self.flush()
-        rows = self._rows()
-        return [int(row[0]) for row in rows], [float(row[1]) for row in rows]
+        history = read_loss_log(self.path)
+        return history.steps, history.losses
 
     def last_loss(self) -> float:
         _, losses = self.read()

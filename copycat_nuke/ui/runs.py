@@ -14,17 +14,17 @@ The name shown for a run is the directory's name until the artist renames it; th
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 from copycat_nuke import rundir
 from copycat_nuke.config import TrainConfig, load_yaml, write_text_atomic
 from copycat_nuke.errors import CopyCatError
+
+LossHistory = rundir.LossHistory  # the rows of a loss.csv, as rundir reads them
 
 PathLike = Union[str, Path]
 
@@ -38,22 +38,6 @@ NEW_RUN_PREFIX = "run_"
 MAX_SMALL_FILE_BYTES = 64 << 10
 #: Status of a run whose files cannot be read (:attr:`RunSummary.problem` says why).
 UNREADABLE = "unreadable"
-
-
-@dataclass
-class LossHistory:
-    """The rows of a ``loss.csv``: step, loss and seconds since the run started, in file order."""
-
-    steps: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    def until(self, step: int) -> LossHistory:
-        """The rows up to and including ``step`` (a resumed run's log, as it was at its checkpoint)."""
-        keep = [i for i, s in enumerate(self.steps) if s <= step]
-        return LossHistory(
-            [self.steps[i] for i in keep], [self.losses[i] for i in keep], [self.seconds[i] for i in keep]
-        )
 
 
 @dataclass
@@ -102,33 +86,7 @@ def next_run_directory(data_directory: PathLike) -> Path:
 
 def read_loss_log(run_directory: PathLike) -> LossHistory:
     """The run's ``loss.csv``; empty when it does not exist (yet). Malformed or partial rows are skipped."""
-    path = Path(run_directory) / "loss.csv"
-    history = LossHistory()
-    try:
-        with path.open(encoding="utf-8", errors="replace", newline="") as stream:
-            rows = list(csv.reader(stream))
-    except (OSError, csv.Error):  # csv.Error: NUL bytes, a field over csv's size limit (not a loss log)
-        return history
-    if not rows:
-        return history
-    header = [name.strip() for name in rows[0]]
-    try:
-        step_at, loss_at = header.index("step"), header.index("loss")
-    except ValueError:
-        return history
-    seconds_at = header.index("seconds") if "seconds" in header else None
-    for row in rows[1:]:
-        if len(row) != len(header):  # the line a writer is in the middle of
-            continue
-        try:
-            step, loss = int(row[step_at]), float(row[loss_at])
-            seconds = float(row[seconds_at]) if seconds_at is not None else math.nan
-        except ValueError:
-            continue
-        history.steps.append(step)
-        history.losses.append(loss)
-        history.seconds.append(seconds)
-    return history
+    return rundir.read_loss_log(Path(run_directory) / rundir.LOSS_LOG)
 
 
 def read_config(run_directory: PathLike) -> Optional[TrainConfig]:
