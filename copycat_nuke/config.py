@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional, TypeVar, Union  # noqa: UP035 (Dict: see InferConfig.extra)
 
 from copycat_nuke.errors import ConfigError
-from copycat_nuke.limits import MAX_TEMPORAL, is_gradient_clip
+from copycat_nuke.limits import (
+    DEFAULT_CROP_SIZE,
+    DEFAULT_OVERLAP,
+    MAX_TEMPORAL,
+    is_gradient_clip,
+)
 
 T = TypeVar("T")
 
@@ -64,7 +69,7 @@ class TrainConfig:
     epochs: Optional[int] = None
     model_size: str = "medium"
     batch_size: Optional[int] = None  #: None: automatic (train.auto_batch_size), never more than the pairs
-    crop_size: int = 256
+    crop_size: int = DEFAULT_CROP_SIZE
     initial_weights: str = "none"  #: "none" or a path to a .cat (model or checkpoint)
     checkpoint_interval: int = 1000
     image_interval: int = 100
@@ -144,7 +149,7 @@ class InferConfig:
     device: str = "auto"
     half: bool = False
     tile: Optional[int] = None  #: None: automatic; 0: the whole frame at once
-    overlap: int = 64  #: as infer.DEFAULT_OVERLAP (tiled vs whole frame: 89 dB at 32 px, 108 dB at 64)
+    overlap: int = DEFAULT_OVERLAP  #: pixels neighbouring tiles share (docs/decisions.md)
     #: typing.Dict: from_dict evaluates these annotations (get_type_hints), and dict[...] needs Python 3.9
     extra: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 

@@ -59,10 +59,10 @@ from copycat_nuke.errors import (
     NonFiniteOutputError,
     SequenceError,
 )
+from copycat_nuke.limits import DEFAULT_OVERLAP
 
 #: Pixels of context tiles share with their neighbours (at the input's resolution; rounded up to a multiple
 #: of 16). Chosen by measurement: see the module docstring.
-DEFAULT_OVERLAP = 64
 #: Smallest tile side the automatic choice goes down to, however little memory is free.
 MIN_AUTO_TILE = 256
 #: Share of the free memory the automatic tile size may use (host RAM, or GPU memory on CUDA).

@@ -265,3 +265,21 @@ def test_importing_the_adapter_loads_none_of_the_heavy_dependencies():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_gizmos_defaults_are_the_engines():
+    from copycat_nuke.config import InferConfig, TrainConfig
+    from copycat_nuke.limits import DEFAULT_EPOCHS
+
+    copycat = gizmo("CopyCat").knobs
+    train = TrainConfig()
+    assert int(copycat["epochs"]) == DEFAULT_EPOCHS and int(copycat["cropSize"]) == train.crop_size
+    assert int(copycat["checkpointInterval"]) == train.checkpoint_interval
+    assert int(copycat["imageInterval"]) == train.image_interval
+    assert copycat["modelSize"].lower() == train.model_size
+    assert (copycat["useMultiResolutionTraining"] == "true") is train.multi_resolution
+    assert int(copycat.get("temporalFrames", 0)) == train.temporal
+    for kind in ("Inference", "Upscale", "Deblur"):
+        knobs = gizmo(kind).knobs
+        assert int(knobs["tileOverlap"]) == InferConfig().overlap, kind
+        assert int(knobs.get("tileSize", 0)) == 0 and InferConfig().tile is None  # 0 on the knob: automatic

@@ -25,6 +25,7 @@ import nuke
 from copycat_nuke import rundir
 from copycat_nuke.errors import CopyCatError
 from copycat_nuke.framelist import format_frame_list, parse_frame_list
+from copycat_nuke.limits import AUTO_MAX_BATCH
 from copycat_nuke.nuke import external, gather, jobs, knobs, nodes, results
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ FARM_JOB = "farm_job.yaml"
 FRAMES_READY = ".rendered.json"
 #: How long a rank > 0 waits for rank 0's frames before giving up, in seconds.
 RANK_WAIT_SECONDS = 3600.0
-#: Auto batch size: at most this many pairs per step (copycat_nuke.train.AUTO_MAX_BATCH, not imported
-#: here: torch loads only when training starts).
-AUTO_MAX_BATCH = 16
 #: GroundTruth ranges longer than this must be listed in Training Frames instead of searched.
 MAX_SEARCHED_FRAMES = 10000
 

@@ -26,12 +26,9 @@ from copycat_nuke.errors import (
     CatFileError,
     TrainingError,
 )
+from copycat_nuke.limits import AUTO_MAX_BATCH, DEFAULT_EPOCHS
 from copycat_nuke.models import MODEL_SIZES, MSRN
 from copycat_nuke.train.loss import LEVEL_WEIGHTS, multiscale_loss
-
-#: Nuke's default length when neither steps nor epochs are given.
-DEFAULT_EPOCHS = 10000
-
 
 #: Multi-resolution training (Nuke's "Use Multi-Resolution Training"): ``(downscale factor, share of the
 #: run's steps)``, coarsest first; the rest of the run is at full resolution. A stage's crops are the
@@ -157,8 +154,6 @@ AUTO_CPU_STEP_SECONDS = 2.0
 FINE_EFFECT_CPU_BATCH = 2
 #: Automatic batch size on a GPU: the share of free memory the batch may fill.
 AUTO_GPU_MEMORY_SHARE = 0.8
-#: The automatic batch size never exceeds this (nor the number of pairs).
-AUTO_MAX_BATCH = 16
 
 
 def _probe_step(
