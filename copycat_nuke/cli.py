@@ -19,14 +19,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 from typing import Any, Optional, Union
 
 from copycat_nuke import __version__, rundir
-from copycat_nuke.config import LEVEL_WEIGHTINGS, MAX_SEED, TrainConfig, from_dict, load_yaml, resolve_paths, to_dict
+from copycat_nuke.config import MAX_SEED, TrainConfig, from_dict, load_yaml, resolve_paths, to_dict
 from copycat_nuke.errors import (
     DEBUG_ENV,
     EXIT_BAD_INPUT,
@@ -210,53 +211,35 @@ def _batch_size(text: str) -> Union[int, str]:
     return value
 
 
-_TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
-    "input": {"help": "Input sequence: shot.####.exr, shot.%%04d.exr, shot.@@@@.exr, a directory or a file"},
-    "target": {"help": "Ground Truth sequence (same forms); training pairs are frames where it exists"},
-    "frames": {"help": "training frames, e.g. 1001,1010,1020 or 1001-1100x25 (default: every GT frame)"},
-    "out": {"help": "data directory for checkpoints, contact sheets, logs and model.cat"},
-    "steps": {"type": int, "help": "training steps (or give --epochs)"},
-    "epochs": {"type": int, "help": "epochs as Nuke counts them: steps = epochs × pairs / batch size"},
-    "model_size": {
-        "choices": ["small", "medium", "large"],
-        "help": "network size (default medium, 6.9M weights)",
-    },
-    "batch_size": {
-        "type": _batch_size,
-        "help": "patches per step, or auto (default): from free GPU memory, or what keeps a CPU step ≤ 2 s "
-        "(at most 2 on a CPU for an effect finer than every multi-resolution stage, multi-resolution on); never more "
-        "than the pairs",
-    },
-    "crop_size": {"type": int, "help": "patch size in pixels, a multiple of 16 (default 256)"},
-    "temporal": {
-        "type": int,
-        "metavar": "N",
-        "help": "the network also sees N Input frames on each side, against flicker (0-3, default 0); "
-        "pairs without all their neighbours are left out",
-    },
-    "initial_weights": {"help": "none, upscale or deblur (the shipped networks), or a .cat (model or checkpoint)"},
-    "checkpoint_interval": {"type": int, "help": "steps between checkpoints (default 1000)"},
-    "image_interval": {"type": int, "help": "steps between contact sheets (default 100)"},
-    "channels_in": {"help": "Input channels: rgb, rgba, alpha, mask.a, R,G,B… (default rgb)"},
-    "channels_out": {"help": "Ground Truth channels (default rgb)"},
-    "seed": {"type": lambda text: _whole_number(text, 0, MAX_SEED), "help": "random seed (default 0)"},
-    "device": {"choices": ["auto", "cpu", "cuda", "mps"], "help": "where to train (default auto)"},
-    "precision": {"choices": ["auto", "fp32", "bf16", "fp16"], "help": "maths precision (default auto)"},
-    "learning_rate": {"type": float, "help": "Adam's starting learning rate (default 5e-4, cosine decay)"},
-    "difference_share": {"type": float, "help": "share of patches centred where Input and GT differ (0.5)"},
-    "level_weights": {
-        "choices": list(LEVEL_WEIGHTINGS),
-        "help": "the loss's pyramid levels, coarse to full resolution: pixels 1:4:16, doubling 1:2:4 or equal 1:1:1; "
-        "auto (default): for an effect finer than every multi-resolution stage, trained from scratch, pixels with "
-        "up to 2 patches per step on Small or Medium and doubling with more on Small; else equal",
-    },
-    "gradient_clip": {
-        "type": float,
-        "metavar": "K",
-        "help": "clip a step's gradients to K times the median norm of the last 100 steps, against a run blowing "
-        "up (default 0: off; 4 kept a Medium paint-out with --level-weights doubling from diverging)",
-    },
+#: Settings whose option text needs more than its field's type to read.
+_OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
+    "batch_size": _batch_size,
+    "seed": lambda text: _whole_number(text, 0, MAX_SEED),
 }
+
+
+def _train_options() -> Iterator[tuple[str, dict[str, Any]]]:
+    """``copycat train``'s options, one per :class:`TrainConfig` field, typed and explained by the field
+    (its ``setting(...)`` help, choices and default): a new setting needs no code here."""
+    hints = typing.get_type_hints(TrainConfig)
+    for setting in fields(TrainConfig):
+        if "help" not in setting.metadata:
+            continue
+        kind = hints[setting.name]
+        kind = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)  # Optional[X]: X
+        text = str(setting.metadata["help"])
+        spec: dict[str, Any] = {}
+        if kind is bool:
+            spec["action"] = argparse.BooleanOptionalAction
+            text += f" (default {'on' if setting.default else 'off'})"
+        else:
+            spec["type"] = _OPTION_PARSERS.get(setting.name, kind if kind in (int, float) else str)
+            if setting.default not in (None, ""):
+                text += f" (default {setting.default})"
+        for extra in ("choices", "metavar"):
+            if extra in setting.metadata:
+                spec[extra] = list(setting.metadata[extra]) if extra == "choices" else setting.metadata[extra]
+        yield setting.name, {**spec, "help": text.replace("%", "%%")}  # argparse formats help with %
 
 
 def _add_train(sub: Any) -> None:
@@ -266,18 +249,8 @@ def _add_train(sub: Any) -> None:
         description="Train a CopyCat network. Settings come from --config (YAML), then the options given.",
     )
     parser.add_argument("--config", help="a job YAML (e.g. a run's config.yaml) to start from")
-    for name, spec in _TRAIN_OPTIONS.items():
+    for name, spec in _train_options():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
-    parser.add_argument("--lstm", action="store_true", default=None, help="ConvLSTM at the bottleneck")
-    parser.add_argument(
-        "--multi-resolution",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="train the first 20%% of steps at 1/4 resolution and the next 20%% at 1/2 (small full-resolution crops "
-        "for a local effect such as a paint-out), each stage only where the effect allows it (default on; the plan "
-        "is printed)",
-    )
-    parser.add_argument("--resume", action="store_true", default=None, help="resume from the latest checkpoint")
     parser.add_argument(
         "--new-run",
         action="store_true",

@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional, TypeVar, Union  # noqa: UP035 (Dict: see
 from copycat_nuke.errors import ConfigError
 from copycat_nuke.limits import (
     DEFAULT_CROP_SIZE,
+    DEFAULT_EPOCHS,
     DEFAULT_OVERLAP,
     MAX_TEMPORAL,
     is_gradient_clip,
@@ -53,6 +54,12 @@ PATH_SETTINGS = ("input", "target", "out", "initial_weights", "model", "output")
 NAMED_WEIGHTS = ("none", "upscale", "deblur")
 
 
+def setting(default: Any, help: str, **option: Any) -> Any:
+    """A job setting: its default and what it means, which ``copycat train --help`` shows (``option``: the
+    command-line option's ``choices`` or ``metavar``). A new setting is one such field plus its use."""
+    return field(default=default, metadata={"help": help, **option})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines one CopyCat training job.
@@ -61,45 +68,64 @@ class TrainConfig:
     total steps = ceil(epochs × pairs / batch size)); with neither, Nuke's default of 10000 epochs.
     """
 
-    input: str = ""  #: Input sequence: ``shot.####.exr``, ``shot.%04d.exr``, a directory or a file
-    target: str = ""  #: Ground Truth sequence, same forms
-    out: str = ""  #: data directory: checkpoints, contact sheets, logs, model.cat
-    frames: Optional[str] = None  #: training frames ("1001,1010,1020", "1001-1100x25"); None: every GT frame
-    steps: Optional[int] = None
-    epochs: Optional[int] = None
-    model_size: str = "medium"
-    batch_size: Optional[int] = None  #: None: automatic (train.auto_batch_size), never more than the pairs
-    crop_size: int = DEFAULT_CROP_SIZE
-    initial_weights: str = "none"  #: "none" or a path to a .cat (model or checkpoint)
-    checkpoint_interval: int = 1000
-    image_interval: int = 100
-    channels_in: str = "rgb"
-    channels_out: str = "rgb"
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  #: auto: bf16/fp16 autocast where the device has it and it is faster
-    learning_rate: float = 5e-4
-    difference_share: float = 0.5  #: share of crops centred where Input and Ground Truth differ
-    lstm: bool = False
-    #: early steps at ¼, then ½ resolution (downscaled pairs, or small full-resolution crops for a local
-    #: effect), then full resolution, each stage only where the effect allows it: see
-    #: Trainer.plan_resolutions. On by default (benchmarks/fewshot.py)
-    multi_resolution: bool = True
-    #: neighbouring Input frames the network also sees on each side (0: one frame; at most MAX_TEMPORAL),
-    #: against flicker; pairs whose neighbours are missing from the Input sequence are left out
-    temporal: int = 0
-    loss: str = "charbonnier"  #: charbonnier (default, by measurement), l1 or mse
-    #: the pyramid levels' weights in the loss, coarse to full resolution: pixels (1:4:16, by pixel count),
-    #: doubling (1:2:4) or equal (1:1:1, as SRN); auto (default): for an effect finer than every
-    #: multi-resolution stage, trained from scratch, pixels with up to 2 patches per step on Small or Medium
-    #: and doubling with more on Small; else equal (by measurement: train.fine_level_weights). A run records
-    #: the one it took
-    level_weights: str = "auto"
-    #: a step's gradients are clipped to this many times the median gradient norm of the last 100 steps,
-    #: against a run blowing up (gradients.GradientGuard); 0 (default): off. Off by measurement: 4 saved a
-    #: Medium paint-out with 1:2:4 level weights from diverging, but cost the soften 2-4 dB at the end
-    gradient_clip: float = 0.0
-    resume: bool = False
+    input: str = setting("", "Input sequence: shot.####.exr, shot.%04d.exr, shot.@@@@.exr, a directory or a file")
+    target: str = setting("", "Ground Truth sequence (same forms); training pairs are frames where it exists")
+    out: str = setting("", "data directory for checkpoints, contact sheets, logs and model.cat")
+    frames: Optional[str] = setting(
+        None, "training frames, e.g. 1001,1010,1020 or 1001-1100x25 (default: every Ground Truth frame)"
+    )
+    steps: Optional[int] = setting(None, "training steps (or give --epochs)")
+    epochs: Optional[int] = setting(
+        None, f"epochs as Nuke counts them: steps = epochs × pairs / batch size (default {DEFAULT_EPOCHS})"
+    )
+    model_size: str = setting("medium", "network size", choices=MODEL_SIZES)
+    batch_size: Optional[int] = setting(
+        None,
+        "patches per step, or auto (default): from free GPU memory, or what keeps a CPU step ≤ 2 s (at most 2 on "
+        "a CPU for an effect finer than every multi-resolution stage); never more than the pairs",
+    )
+    crop_size: int = setting(DEFAULT_CROP_SIZE, "patch size in pixels, a multiple of 16")
+    initial_weights: str = setting(
+        "none", "none, upscale or deblur (the shipped networks), or a .cat (model or checkpoint)"
+    )
+    checkpoint_interval: int = setting(1000, "steps between checkpoints")
+    image_interval: int = setting(100, "steps between contact sheets")
+    channels_in: str = setting("rgb", "Input channels: rgb, rgba, alpha, mask.a, R,G,B…")
+    channels_out: str = setting("rgb", "Ground Truth channels")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "where to train", choices=DEVICES)
+    precision: str = setting(
+        "auto", "maths precision; auto: bf16/fp16 autocast where the device has it and it is faster", choices=PRECISIONS
+    )
+    learning_rate: float = setting(5e-4, "Adam's starting learning rate (cosine decay)")
+    difference_share: float = setting(0.5, "share of patches centred where Input and Ground Truth differ")
+    lstm: bool = setting(False, "a ConvLSTM at the network's bottleneck")
+    multi_resolution: bool = setting(
+        True,
+        "train the first 20% of steps at 1/4 resolution and the next 20% at 1/2 (small full-resolution crops for "
+        "a local effect such as a paint-out), each stage only where the effect allows it; the plan is printed",
+    )
+    temporal: int = setting(
+        0,
+        f"the network also sees N Input frames on each side, against flicker (0-{MAX_TEMPORAL}); pairs without "
+        "all their neighbours are left out",
+        metavar="N",
+    )
+    loss: str = setting("charbonnier", "the pixel loss (docs/decisions.md)", choices=LOSSES)
+    level_weights: str = setting(
+        "auto",
+        "the loss's pyramid levels, coarse to full resolution: pixels 1:4:16, doubling 1:2:4 or equal 1:1:1; auto: "
+        "for an effect finer than every multi-resolution stage, trained from scratch, pixels with up to 2 patches "
+        "per step on Small or Medium and doubling with more on Small, else equal (the run records its choice)",
+        choices=LEVEL_WEIGHTINGS,
+    )
+    gradient_clip: float = setting(
+        0.0,
+        "clip a step's gradients to K times the median norm of the last 100 steps, against a run blowing up "
+        "(0: off, by measurement: docs/decisions.md)",
+        metavar="K",
+    )
+    resume: bool = setting(False, "resume from the latest checkpoint in --out")
 
     def validate(self) -> TrainConfig:
         """Check values that need no files; raise :class:`ConfigError` naming the setting."""

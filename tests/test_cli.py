@@ -140,3 +140,18 @@ def test_infer_names_a_missing_frame(tmp_path, capsys, missing):
         ]
     )
     assert code == errors.EXIT_BAD_INPUT and "4" in capsys.readouterr().err
+
+
+def test_every_training_setting_is_an_option_explained_by_its_field(capsys):
+    from dataclasses import fields
+
+    from copycat_nuke.config import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for setting in fields(TrainConfig):
+        option = "--" + setting.name.replace("_", "-")
+        assert option in text, option
+        assert " ".join(str(setting.metadata["help"]).split())[:40] in text, setting.name
+    assert "(default 256)" in text and "(default on)" in text  # defaults come from the fields
