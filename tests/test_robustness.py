@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from copycat_nuke import catfile, errors, imageio, infer
+from copycat_nuke import catcodec, catfile, errors, imageio, infer
 from copycat_nuke.cli import build_parser, main
 from copycat_nuke.config import TrainConfig, load_yaml, save_yaml
 from copycat_nuke.errors import CatFileError, ConfigError, NonFiniteOutputError, SequenceError
@@ -138,19 +138,19 @@ def test_resume_tensors_larger_than_the_network_can_need_are_refused_before_read
     path = adam_checkpoint(tmp_path / "c.cat")
     with zipfile.ZipFile(path) as archive:
         yaml_text = archive.read("resume.yaml").decode()
-        tensors = catfile.load_safetensors_bytes(archive.read("resume.safetensors"))
+        tensors = catcodec.load_safetensors_bytes(archive.read("resume.safetensors"))
     rewrite_member(
         path, "resume.yaml", yaml_text.replace("extra: {}", "extra: {blob: {__tensor__: extra/blob}}").encode()
     )
     tensors["extra/blob"] = torch.zeros(4 * parameters + (1 << 18))
-    rewrite_member(path, "resume.safetensors", catfile._save_safetensors(tensors))
+    rewrite_member(path, "resume.safetensors", catcodec.save_safetensors(tensors))
     with pytest.raises(CatFileError, match=r"c\.cat: resume\.safetensors.*'extra/blob', declares \d+ bytes"):
         catfile.load_cat(path)
     with pytest.raises(CatFileError, match="'extra/blob', declares"):
         catfile.describe(path)  # `copycat info` refuses it too
     # a header that declares gigabytes must come with gigabytes of member: the zip directory says so first
     tensors["extra/blob"] = torch.zeros(4 << 20)
-    rewrite_member(path, "resume.safetensors", catfile._save_safetensors(tensors))
+    rewrite_member(path, "resume.safetensors", catcodec.save_safetensors(tensors))
     with pytest.raises(CatFileError, match=r"resume\.safetensors declares \d+ bytes uncompressed \(limit"):
         catfile.load_cat(path)
 
@@ -219,9 +219,9 @@ def test_nan_output_on_a_frame_stops_the_job_naming_model_and_frame(tmp_path, mo
 def test_non_finite_weights_are_refused_at_load(tmp_path):
     path = tiny_cat(tmp_path / "m.cat")
     with zipfile.ZipFile(path) as archive:
-        weights = catfile.load_safetensors_bytes(archive.read("weights.safetensors"))
+        weights = catcodec.load_safetensors_bytes(archive.read("weights.safetensors"))
     weights["out.bias"] = torch.full_like(weights["out.bias"], float("inf"))
-    rewrite_member(path, "weights.safetensors", catfile._save_safetensors(weights))
+    rewrite_member(path, "weights.safetensors", catcodec.save_safetensors(weights))
     with pytest.raises(CatFileError, match="NaN or infinite"):
         catfile.load_cat(path)
 
