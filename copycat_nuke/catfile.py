@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import inspect
 import os
-import secrets
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +38,7 @@ import torch
 import yaml
 from torch import nn
 
+from copycat_nuke import atomic
 from copycat_nuke.catcodec import (
     DTYPE_SIZES,
     FLOAT_DTYPES,
@@ -284,12 +284,10 @@ def _dump_yaml(data: Any) -> bytes:
 
 
 def _write_atomically(target: Path, members: list[tuple[str, bytes]]) -> None:
-    """Write a zip to a temporary file beside ``target``, flush it to disk, then rename it over."""
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, as for any file the user writes
-    # (tempfile.mkstemp would leave a 0600 file that a render farm's other users cannot read).
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
+    """Write a zip to a temporary file beside ``target``, flush it to disk, then rename it over
+    (:mod:`copycat_nuke.atomic`: whole or not at all, readable by other users)."""
+    with atomic.atomic_path(target, durable=True) as temporary:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as stream:
             with zipfile.ZipFile(stream, "w") as archive:
                 for name, data in members:
@@ -300,17 +298,6 @@ def _write_atomically(target: Path, members: list[tuple[str, bytes]]) -> None:
                     archive.writestr(info, data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 # -------------------------------------------------------------------------------------------- loading

@@ -10,20 +10,19 @@ read, and writes YAML without pyyaml when it is missing (:func:`flat_yaml`); Pyt
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
 import os
 import re
-import secrets
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, TypeVar, Union  # noqa: UP035 (Dict: see InferConfig.extra)
 
+from copycat_nuke import atomic
 from copycat_nuke.errors import ConfigError
 from copycat_nuke.limits import (
     DEFAULT_CROP_SIZE,
@@ -367,19 +366,5 @@ def flat_yaml(data: Mapping[str, Any]) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` through a temp file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
-    # 0o666 lets the umask decide, as for any file the user writes: on a farm other users read config.yaml
-    # and loss.csv (tempfile.mkstemp would make them 0600)
-    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): Python 3.8+
-            os.unlink(temp)
-        raise
-    return path
+    """Write text to ``path`` atomically (:mod:`copycat_nuke.atomic`)."""
+    return atomic.write_text(path, text)

@@ -8,11 +8,9 @@ public (and re-exported by :mod:`copycat_nuke.plots`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import typing
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import OpenImageIO as oiio
 
+from copycat_nuke import atomic
 from copycat_nuke.errors import CopyCatError, ImageIOError
 
 FloatArray = npt.NDArray[np.float64]
@@ -62,10 +61,10 @@ _FONT_BOLD = "DroidSans-Bold"
 
 
 def _write_png(path: Path, image: Image8) -> None:
-    """Write ``image`` to ``path`` with OIIO (the format comes from the ``.png`` extension)."""
+    """Write ``image`` to ``path`` as PNG with OIIO (named by format: ``path`` is a temporary name)."""
     height, width = image.shape[:2]
     channels = 1 if image.ndim == 2 else image.shape[2]
-    out = oiio.ImageOutput.create(str(path))
+    out = oiio.ImageOutput.create("png")
     if out is None:
         raise ImageIOError(f"Cannot write {path}: OpenImageIO has no PNG writer ({oiio.geterror()}).")
     spec = oiio.ImageSpec(width, height, channels, oiio.UINT8)
@@ -82,7 +81,7 @@ def _write_png(path: Path, image: Image8) -> None:
 def write_png_atomic(path: Union[str, os.PathLike[str]], image_uint8: Image8) -> Path:
     """Write a uint8 H×W, H×W×1, H×W×3 or H×W×4 image as a PNG, atomically.
 
-    The pixels go to a hidden temporary file in the same directory (``.name.<random>.tmp.png``), which
+    The pixels go to a hidden temporary file in the same directory (:mod:`copycat_nuke.atomic`), which
     then replaces ``path`` in one ``os.replace``: a Nuke Read node or an image viewer polling the file
     during training sees the old plot or the new one, never half of one. Missing parent directories
     are created. On any failure the temporary file is removed and ``path`` is left as it was.
@@ -102,16 +101,11 @@ def write_png_atomic(path: Union[str, os.PathLike[str]], image_uint8: Image8) ->
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageIOError(f"Cannot create the folder for {target}: {exc}.") from exc
-    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.tmp.png")
     try:
-        _write_png(temp, image)
-        os.replace(temp, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):  # not unlink(missing_ok=True): the panel runs on Python 3.7
-            temp.unlink()
-        if isinstance(exc, OSError):
-            raise ImageIOError(f"Cannot write {target}: {exc}.") from exc
-        raise
+        with atomic.atomic_path(target) as temp:
+            _write_png(temp, image)
+    except OSError as exc:
+        raise ImageIOError(f"Cannot write {target}: {exc}.") from exc
     return target
 
 

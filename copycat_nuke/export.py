@@ -37,7 +37,6 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copycat_nuke import catfile, torchscript_ops
+from copycat_nuke import atomic, catfile, torchscript_ops
 from copycat_nuke.errors import CatFileError, ConfigError
 from copycat_nuke.models import MSRN
 from copycat_nuke.transfer import Transfer, TransferModule, nan_to_num_torch
@@ -265,13 +264,8 @@ def _atomic_target(target: Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create the directory {target.parent}: {error.strerror or error}") from error
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
+    with atomic.atomic_path(target) as temporary:
         yield temporary
-        os.replace(temporary, target)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
 
 
 def export_torchscript(

@@ -26,9 +26,7 @@ text at fault.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import secrets
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
+from copycat_nuke import atomic
 from copycat_nuke.channels import (
     ChannelSpec,
     PathLike,
@@ -748,7 +747,7 @@ def resize(pixels: np.ndarray, factor: int, *, filter_name: str = RESIZE_FILTER)
 
 
 #: Temporary files of an atomic write are ``.<frame's file name>.tmp-<random>``.
-TEMP_PREFIX = ".{name}.tmp-"
+TEMP_PREFIX = ".{name}" + atomic.TEMP_MARK
 
 
 def remove_stale_temps(target: PathLike) -> list[Path]:
@@ -782,30 +781,26 @@ def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec,
             f"Cannot write {target}: cannot create the directory {directory} ({error.strerror or error}). "
             "Check the path and that you may write there."
         ) from error
-    # Same directory, so the rename is atomic. The name starts with a dot and does not end in an image
-    # extension, so if the process is killed before the cleanup below no wildcard Read (*.exr) or sequence
-    # discovery picks the leftover up; ``out`` was made for the target's format, so the name does not matter.
+    # atomic: the temporary's name starts with a dot and ends in no image extension, so a killed write's
+    # leftover is never picked up by a wildcard Read; ``out`` was made for the target's format already
     remove_stale_temps(target)
-    temp = directory / f"{TEMP_PREFIX.format(name=target.name)}{secrets.token_hex(4)}"
     try:
-        if not out.open(str(temp), spec):
-            raise ImageIOError(
-                f"Cannot write {target}: {_oiio_error(out) or 'the writer refused it'}. "
-                f"Check that {directory} is writable and that the format can hold this image."
-            )
-        try:
-            written = _write_pixels(out, pixels)
-        finally:
-            closed = bool(out.close())
-        if not (written and closed):
-            raise ImageIOError(f"Cannot write {target}: {_oiio_error(out) or 'the writer failed'}.")
-        os.replace(temp, target)
+        with atomic.atomic_path(target) as temp:
+            if not out.open(str(temp), spec):
+                raise ImageIOError(
+                    f"Cannot write {target}: {_oiio_error(out) or 'the writer refused it'}. "
+                    f"Check that {directory} is writable and that the format can hold this image."
+                )
+            try:
+                written = _write_pixels(out, pixels)
+            finally:
+                closed = bool(out.close())
+            if not (written and closed):
+                raise ImageIOError(f"Cannot write {target}: {_oiio_error(out) or 'the writer failed'}.")
     except OSError as error:
         raise ImageIOError(f"Cannot write {target}: {error.strerror or error}.") from error
     finally:
         out.geterror()  # OIIO's TIFF writer reports a harmless Exif message even on success: clear it
-        if temp.exists():
-            temp.unlink()
 
 
 def _oiio_error(obj: oiio.ImageInput | oiio.ImageOutput | None = None) -> str:

@@ -31,6 +31,7 @@ FILES = (
     "copycat_nuke/config.py",
     "copycat_nuke/framelist.py",
     "copycat_nuke/limits.py",
+    "copycat_nuke/atomic.py",
     "copycat_nuke/rundir.py",
     "copycat_nuke/pretrained/__init__.py",
     "copycat_nuke/nuke",

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from copycat_nuke import atomic
 
 #: Folder (beside the frames) holding one record per frame; hidden, and no name in it ends in .exr, so a
 #: wildcard Read of the output never picks a record up.
@@ -89,17 +90,7 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (never half a file, no temporary left behind), readable by all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600: on a farm other users read these files
-        os.replace(temporary, str(path))
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic.write_text(path, text)
 
 
 def read_record(output: Path) -> Optional[dict[str, Any]]:
