@@ -3,16 +3,15 @@
 Adam scales every step by its running estimate of the gradients' size. After a quiet stretch that estimate
 is small, and one step whose gradients are suddenly tens of times larger moves every weight by up to
 ~3 learning rates at once (Adam's (1 − β₁) / √(1 − β₂)); on an unlucky run the next gradients are larger
-still and the network never comes back (measured: a Medium paint-out with the 1:2:4 level weights went
-from a gradient norm of ~0.05 to 1.2 at step 327, to 10⁵ within 30 steps, and ended at a loss of 4.9e4,
-4 dB held out). A fixed limit cannot tell a spike from a network whose gradients are simply larger (the
-norm differs with size, loss and effect), so the limit here is relative: a step's gradient norm is
-scaled down to at most ``factor`` × the median norm of the last ``history`` steps (clipped steps counted
-at their limit, so a spike does not raise the limit for the next). Sustained growth still gets through,
-``factor``× per half a history at most.
+still and the network never comes back (docs/decisions.md, "Gradient guard: off by default"). A fixed
+limit cannot tell a spike from a network whose gradients are simply larger (the norm differs with size,
+loss and effect), so the limit here is relative: a step's gradient norm is scaled down to at most
+``factor`` × the median norm of the last ``history`` steps (clipped steps counted at their limit, so a
+spike does not raise the limit for the next). Sustained growth still gets through, ``factor``× per half a
+history at most.
 
-Off by default (``TrainConfig.gradient_clip`` 0), by measurement: with ``factor`` 4 that paint-out trained
-to 44.30 dB, but clipping 3 steps of the fewshot soften (Small and Medium) ended it 2.3 and 3.9 dB lower.
+Off by default (``TrainConfig.gradient_clip`` 0), by measurement: it saves a run that would blow up, but
+costs runs that would not (docs/decisions.md).
 
 The state is a short list of floats, saved in checkpoints so that a resumed run clips as the
 uninterrupted one would have.
@@ -29,7 +28,7 @@ from torch import nn
 
 from copycat_nuke.limits import is_gradient_clip
 
-#: Clip to this many times the recent median gradient norm (0: off): the factor measured (README, Performance).
+#: Clip to this many times the recent median gradient norm (0: off): the factor measured (docs/decisions.md).
 #: Jobs run without the guard unless they ask for it (``TrainConfig.gradient_clip``), by measurement.
 MEASURED_FACTOR = 4.0
 #: Steps whose norms set the limit.

@@ -13,14 +13,10 @@ over the outer quarter of the overlap (the pixels that saw the tile's artificial
 linearly across the middle half; weights are normalised, so they sum to exactly one everywhere. Sides on the
 frame's own border are not feathered: there a tile sees what the whole frame sees.
 
-How much overlap is enough was measured as the largest error of a 512² tile against the whole frame at a
-distance d from the tile's edge (``benchmarks/infer_speed.py --overlap-sweep`` gives the PSNR view). Models
-trained on real pairs (Small and Medium, 128² crops, GoPro deblur) start at ~0.02 at the edge and fall ~10×
-every 8–14 px: 7e-4 at 16 px, 2e-5 at 32 px, 2e-6 at 48 px. Models trained on tiny 32–64² crops lean on far
-more context (5e-2 at 64 px). :data:`DEFAULT_OVERLAP` = 64 blends only pixels ≥ 16 px from a tile's edge and
-gives them full weight from 48 px: 108 dB PSNR tiled-vs-whole on the Small deblur model, ≥ 50 dB on the
-tiny test model (``tests/test_infer.py``), at a cost of 1.1× the whole frame's FLOPs at 1080p in 1024 tiles.
-For models that need more context, raise ``overlap`` (96, 128).
+How much overlap is enough was measured as the largest error of a tile against the whole frame at each
+distance from the tile's edge (``benchmarks/infer_speed.py --overlap-sweep``): :data:`DEFAULT_OVERLAP` blends
+only pixels far enough from a tile's edge that tiles match the whole frame (docs/decisions.md, "Inference
+tiles overlap by 64 pixels"). For models that need more context, raise ``overlap`` (96, 128).
 
 **Memory.** ``tile=None`` (the default) picks the largest tile that fits in half of the memory that is
 free when the frame starts (``/proc/meminfo``'s MemAvailable and the cgroup limit on Linux, free GPU memory
@@ -59,17 +55,14 @@ from copycat_nuke.errors import (
     NonFiniteOutputError,
     SequenceError,
 )
-from copycat_nuke.limits import DEFAULT_OVERLAP
+from copycat_nuke.limits import DEFAULT_OVERLAP  # pixels of context neighbouring tiles share (limits.py)
 
-#: Pixels of context tiles share with their neighbours (at the input's resolution; rounded up to a multiple
-#: of 16). Chosen by measurement: see the module docstring.
 #: Smallest tile side the automatic choice goes down to, however little memory is free.
 MIN_AUTO_TILE = 256
 #: Share of the free memory the automatic tile size may use (host RAM, or GPU memory on CUDA).
 MEMORY_SHARE = {"cpu": 0.5, "cuda": 0.8}
-#: Peak bytes per padded tile pixel, per unit of network width, per byte of maths precision. Measured peak RSS
-#: growth for Medium (width 32), whole frames of 1024² and 1080p, channels_last: 950–990 B/px in fp32,
-#: 500–560 B/px in bf16; 8.0 gives 1024 and 512 (+ image planes), ~5–10% above the measurements.
+#: Peak bytes per padded tile pixel, per unit of network width, per byte of maths precision: a little above the
+#: peak RSS measured (docs/decisions.md, "Inference tile memory").
 ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH_BYTE = 8.0
 #: A floor for the fixed share of each pixel (image planes, transfer, blending), in bytes.
 IO_BYTES_PER_PIXEL = 64
