@@ -1,7 +1,9 @@
-"""Hostile ``.cat`` files against ``copycat info``, ``catfile.load_cat`` and ``copycat infer`` (issue #21).
+"""Hostile ``.cat`` files against ``copycat info``, ``catfile.load_cat`` and ``copycat infer``; ``kill -9`` +
+resume cycles and a soak of ``copycat train`` (issue #21).
 
-    .venv/bin/python benchmarks/robustness.py                    # 600 files, seed 0, prints JSON
+    .venv/bin/python benchmarks/robustness.py                    # 600 files, 20 kills, 10,000-step soak; JSON
     .venv/bin/python benchmarks/robustness.py --files 2000 --seed 7 --memory-gb 3 --timeout 30
+    .venv/bin/python benchmarks/robustness.py --skip-hostile --kill-cycles 20 --soak-steps 4000
 
 A seeded generator mutates a tiny valid model and a tiny valid checkpoint into hostile files: truncated
 and bit-flipped archives, bad manifests (missing keys, wrong types, unknown architectures and transfers,
@@ -24,14 +26,28 @@ Outcomes per target:
 ``rss_peak_mb`` is the workers' peak RSS (``VmHWM``, torch included; ``rss_baseline_mb`` is a worker's
 before its first file) and ``rss_growth_max_mb`` the most one file raised it.
 
-The kill -9 + resume cycles and the training soak are **added with the trainer work** (they need the
-trainer, being split into a package now); the JSON says so and has no numbers for them.
+``kill9_resume_cycles`` (``--kill-cycles``, 0: none): an uninterrupted reference ``copycat train`` (Small,
+crop 32, batch 2, fp32, seed 3, 200 steps, a checkpoint every 5 and a contact sheet every 10 steps, three
+32×48 pairs), then the same job in another ``--out``, killed with SIGKILL after seeded random steps (a
+random part of a step after its progress line, so kills land inside checkpoint writes too; some during
+a resumed run's start-up) and resumed with ``--resume`` until it finishes. Checked: ``loss.csv`` holds
+every step once, its step, loss and learning-rate text equal the reference's, ``model.cat``'s tensors
+equal the reference's (``torch.equal``), and no ``.*tmp*`` file or ``.copycat-train.lock`` is left in
+the run, checkpoints/ or contact_sheets/. Each kill leaves the lock behind; the next run takes it over
+with a warning, counted as ``lock_takeovers_warned``. ``killed_before_first_checkpoint`` records what
+``--resume`` and a plain restart say about a run killed before its first checkpoint.
+
+``soak`` (``--soak-steps``, 0: none): one ``copycat train`` of that many steps (Small, crop 16, batch 1,
+fp32, a checkpoint and contact sheet every tenth of the run, at most 1000 steps apart), its ``VmRSS``
+sampled twice a second: RSS at 10% of the steps and at the last step before the finish, growth %,
+steps/s, and no leftovers. ``--skip-hostile`` runs only these two.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import multiprocessing
@@ -42,6 +58,7 @@ import random
 import resource
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +66,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 TARGETS = ("info", "load_cat", "infer")
 
@@ -519,8 +536,306 @@ def run(count: int, seed: int, memory_gb: float, timeout: int) -> dict[str, Any]
         "rss_baseline_mb": baseline,
         "rss_growth_max_mb": rss_growth,
         "seconds": round(time.perf_counter() - started, 1),
-        "kill9_resume_cycles": "added with the trainer work",
-        "soak": "added with the trainer work",
+    }
+
+
+# ------------------------------------------------------------------------------ the trainer: kill -9, soak
+
+#: leftovers a run directory must not keep: temporary files of atomic writes, and the run lock
+_LEFTOVER_PLACES = (".", "checkpoints", "contact_sheets")
+
+
+def _tiny_pairs(directory: Path, frames: int = 3, size: tuple[int, int] = (32, 48), seed: int = 0) -> tuple[str, str]:
+    """Input of smooth random colour, Ground Truth = a colour gain plus a painted-out square (as the tests'
+    ``write_pairs``; not imported from tests/, which is no package)."""
+    import numpy as np
+
+    from copycat_nuke import imageio
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for frame in range(1, frames + 1):
+        image = rng.random((height // 8, width // 8, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)
+        truth = image * np.array([0.8, 1.0, 1.2], np.float32)
+        truth[8:16, 8:16] = 0.5
+        imageio.write_frame(directory / f"in.{frame:04d}.exr", image, "rgb", pixel_type="float")
+        imageio.write_frame(directory / f"gt.{frame:04d}.exr", truth, "rgb", pixel_type="float")
+    return str(directory / "in.####.exr"), str(directory / "gt.####.exr")
+
+
+def _train_argv(pairs: tuple[str, str], out: Path, steps: int, **options: Any) -> list[str]:
+    argv = [sys.executable, "-m", "copycat_nuke.cli", "train", "--input", pairs[0], "--target", pairs[1]]
+    argv += ["--out", str(out), "--steps", str(steps), "--model-size", "small", "--precision", "fp32"]
+    argv += ["--device", "cpu", "--quiet"]
+    for name, value in options.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    return argv
+
+
+def _launch(argv: list[str], events: Path, stderr: Path) -> subprocess.Popen[bytes]:
+    # one torch thread: on a shared 2-core machine a second OpenMP thread only makes tiny ops wait
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    with stderr.open("wb") as err:
+        return subprocess.Popen(
+            [*argv, "--events", str(events)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of an events file written so far (a line being written is left for later)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.splitlines(keepends=True):
+        if line.endswith("\n"):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    return found
+
+
+def _last_step(events: list[dict[str, Any]]) -> Optional[int]:
+    steps = [event["step"] for event in events if event.get("event") == "StepDone"]
+    return steps[-1] if steps else None
+
+
+def _leftovers(run: Path) -> list[str]:
+    found = [str(path.relative_to(run)) for place in _LEFTOVER_PLACES for path in (run / place).glob(".*tmp*")]
+    if (run / ".copycat-train.lock").exists():
+        found.append(".copycat-train.lock")
+    return sorted(found)
+
+
+def _loss_rows(path: Path) -> list[tuple[str, str, str]]:
+    """loss.csv's (step, loss, learning_rate) as written: the seconds column is wall time, never repeatable."""
+    with path.open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.reader(stream))
+    return [(row[0], row[1], row[2]) for row in rows[1:]]
+
+
+def _weights_differ(model: Path, reference: Path) -> list[str]:
+    import torch
+
+    from copycat_nuke import catfile
+
+    mine, theirs = catfile.load_cat(model).weights, catfile.load_cat(reference).weights
+    if mine.keys() != theirs.keys():
+        return [f"tensor names differ: {sorted(mine.keys() ^ theirs.keys())[:5]}"]
+    return [name for name in sorted(mine) if not torch.equal(mine[name], theirs[name])]
+
+
+def _killed_before_first_checkpoint(root: Path, pairs: tuple[str, str], steps: int) -> dict[str, Any]:
+    """A run killed before it wrote a checkpoint, then ``--resume``, then started again without it: what the
+    user is told (it holds config.yaml and loss.csv, so it is a run, but there is nothing to resume)."""
+    run = root / "no_checkpoint"
+    argv = _train_argv(pairs, run, steps, crop_size=32, batch_size=2, seed=3, checkpoint_interval=steps)
+    process = _launch(argv, root / "nc.events", root / "nc.err")
+    deadline = time.monotonic() + 120
+    while not any(e.get("event") == "StepDone" for e in _read_events(root / "nc.events")):
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    outcome: dict[str, Any] = {}
+    for name, extra in (("resume", ["--resume"]), ("restart", [])):
+        done = subprocess.run(
+            [*argv, *extra],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=300,
+            check=False,
+        )
+        errors = [line for line in done.stderr.splitlines() if line.startswith("copycat: error:")]
+        outcome[name] = {"exit": done.returncode, "error": errors[-1] if errors else ""}
+    return outcome
+
+
+def kill_cycles(cycles: int, seed: int, steps: int = 200, interval: int = 5) -> dict[str, Any]:
+    """An uninterrupted reference run, then the same job killed with SIGKILL ``cycles`` times (after seeded
+    random steps, or during start-up) and resumed with ``--resume`` until it finishes; the two must agree."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="copycat-kill9-") as temporary:
+        root = Path(temporary)
+        pairs = _tiny_pairs(root)
+        options = {"crop_size": 32, "batch_size": 2, "seed": 3, "checkpoint_interval": interval, "image_interval": 10}
+        reference = root / "reference"
+        clock = time.perf_counter()
+        process = _launch(_train_argv(pairs, reference, steps, **options), root / "ref.events", root / "ref.err")
+        if process.wait(timeout=1800) != 0:
+            raise RuntimeError(f"the reference run failed: {(root / 'ref.err').read_text()[-2000:]}")
+        reference_seconds = time.perf_counter() - clock
+        finished = _read_events(root / "ref.events")[-1]
+        step_seconds = finished["seconds"] / steps
+        startup_seconds = max(0.5, reference_seconds - finished["seconds"])
+
+        run = root / "killed"
+        argv = _train_argv(pairs, run, steps, **options)
+        # kill targets: distinct steps spread over the run, in order; some kills land in start-up instead
+        # (lock, config.yaml, loss.csv truncation, checkpoint loading) once a checkpoint exists to resume
+        targets = sorted(rng.sample(range(1, steps), min(cycles, steps - 1)))
+        records: list[dict[str, Any]] = []
+        takeovers = launches = 0
+        finished_early = False
+        while True:
+            launch = launches
+            launches += 1
+            events, stderr = root / f"{launch}.events", root / f"{launch}.err"
+            resume = launch > 0
+            process = _launch([*argv, "--resume"] if resume else argv, events, stderr)
+            clock = time.perf_counter()
+            record: dict[str, Any] = {}
+            if len(records) < cycles and not finished_early:
+                startup = resume and rng.random() < 0.15
+                target = targets[len(records)] if len(records) < len(targets) else steps - 1
+                deadline = time.monotonic() + 600
+                if startup:
+                    time.sleep(rng.uniform(0.0, startup_seconds))
+                else:
+                    while process.poll() is None and time.monotonic() < deadline:
+                        seen = _read_events(events)
+                        last = _last_step(seen)
+                        # the first kill waits for a checkpoint: without one there is nothing to resume
+                        # (that case is probed on its own: killed_before_first_checkpoint)
+                        ready = resume or any(e.get("event") == "CheckpointWritten" for e in seen)
+                        if last is not None and last >= target and ready:
+                            break
+                        time.sleep(0.01)
+                    # StepDone lines come at most every 0.25 s: a random part of a step more, so kills also
+                    # land inside checkpoint and contact-sheet writes
+                    time.sleep(rng.uniform(0.0, step_seconds))
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                    seen = _read_events(events)
+                    start = [e["start_step"] for e in seen if e.get("event") == "Started"]
+                    left = _leftovers(run)
+                    record = {
+                        "target_step": None if startup else target,
+                        "killed_in": "start-up" if not start else "training",
+                        "resumed_from": start[0] if start else None,
+                        "last_step_seen": _last_step(seen),  # StepDone lines are throttled to 4 a second
+                        "checkpoint_on_disk": max(
+                            (int(p.stem.split(".")[1]) for p in (run / "checkpoints").glob("checkpoint.*.cat")),
+                            default=None,
+                        ),
+                        "temp_files_left": sum(1 for name in left if "tmp" in name),
+                        "lock_left": ".copycat-train.lock" in left,
+                        "seconds": round(time.perf_counter() - clock, 2),
+                    }
+                    records.append(record)
+                else:
+                    finished_early = True
+            code = process.wait(timeout=1800)
+            text = stderr.read_text(encoding="utf-8", errors="replace")
+            takeovers += text.count("taking over")
+            if record:
+                continue
+            if code != 0:
+                raise RuntimeError(f"launch {launch} exited {code}: {text[-2000:]}")
+            break
+
+        steps_logged = [int(step) for step, _, _ in _loss_rows(run / "loss.csv")]
+        counts = Counter(steps_logged)
+        rows, expected = _loss_rows(run / "loss.csv"), _loss_rows(reference / "loss.csv")
+        differing = [mine[0] for mine, theirs in zip(rows, expected) if mine != theirs]
+        weights = _weights_differ(run / "model.cat", reference / "model.cat")
+        leftovers = {"killed_run": _leftovers(run), "reference_run": _leftovers(reference)}
+        probe = _killed_before_first_checkpoint(root, pairs, steps)
+    return {
+        "steps": steps,
+        "checkpoint_interval": interval,
+        "job": "small, crop 32, batch 2, fp32, seed 3, 3 pairs 32x48, cpu 1 thread, image interval 10",
+        "kills": len(records),
+        "launches": launches,
+        "finished_before_a_kill": finished_early,
+        "lock_takeovers_warned": takeovers,
+        "reference_seconds": round(reference_seconds, 1),
+        "cycles": records,
+        "missing_steps": sorted(set(range(1, steps + 1)) - set(counts))[:20],
+        "duplicated_steps": sorted(step for step, count in counts.items() if count > 1)[:20],
+        "loss_rows_equal_reference": rows == expected,
+        "loss_rows_differing": differing[:20],
+        "model_weights_equal_reference": not weights,
+        "weights_differing": weights[:20],
+        "leftovers": leftovers,
+        "killed_before_first_checkpoint": probe,
+        "ok": not (set(range(1, steps + 1)) ^ set(counts))
+        and all(count == 1 for count in counts.values())
+        and rows == expected
+        and not weights
+        and not any(leftovers.values()),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _rss_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a running process in KiB; (0, 0) once it is gone."""
+    values = {"VmRSS:": 0, "VmHWM:": 0}
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/status", encoding="ascii") as stream:
+        for line in stream:
+            key = line.split(":")[0] + ":"
+            if key in values:
+                values[key] = int(line.split()[1])
+    return values["VmRSS:"], values["VmHWM:"]
+
+
+def soak(steps: int, seed: int) -> dict[str, Any]:
+    """One tiny ``copycat train`` of ``steps`` steps (Small, crop 16, batch 1, fp32), its RSS sampled twice a
+    second: growth from the end of warm-up (10% of the steps) to the last step, and no leftovers."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="copycat-soak-") as temporary:
+        root = Path(temporary)
+        pairs = _tiny_pairs(root)
+        run = root / "soak"
+        interval = max(1, min(1000, steps // 10))
+        options = {"crop_size": 16, "batch_size": 1, "seed": seed, "checkpoint_interval": interval}
+        process = _launch(
+            _train_argv(pairs, run, steps, image_interval=interval, **options), root / "events", root / "err"
+        )
+        samples: list[tuple[int, float, int, int]] = []  # (step, seconds, VmRSS KiB, VmHWM KiB)
+        while process.poll() is None:
+            rss, hwm = _rss_kb(process.pid)
+            step = _last_step(_read_events(root / "events")[-3:])
+            if rss and step is not None:
+                samples.append((step, time.perf_counter() - started, rss, hwm))
+            time.sleep(0.5)
+        code = process.wait()
+        if code != 0:
+            raise RuntimeError(f"the soak run exited {code}: {(root / 'err').read_text()[-2000:]}")
+        warm = next((sample for sample in samples if sample[0] >= steps // 10), samples[0])
+        # the end of training: the last sample before the final step; the finish (model.cat, the loss plot
+        # and its matplotlib import) is a one-time cost, reported apart
+        last = next((sample for sample in reversed(samples) if sample[0] < steps), samples[-1])
+        rows = _loss_rows(run / "loss.csv")
+        logged = [int(row[0]) for row in rows]
+        finished = _read_events(root / "events")[-1]
+        tenths = [next((s for s in samples if s[0] >= steps * k // 10), last) for k in range(1, 11)]
+        leftovers = _leftovers(run)
+        growth = 100.0 * (last[2] - warm[2]) / warm[2]
+    return {
+        "steps": steps,
+        "job": "small, crop 16, batch 1, fp32, 3 pairs 32x48, cpu 1 thread",
+        "checkpoint_and_image_interval": interval,
+        "samples": len(samples),
+        "rss_warm_mb": round(warm[2] / 1024, 1),
+        "rss_warm_at_step": warm[0],
+        "rss_end_mb": round(last[2] / 1024, 1),
+        "rss_end_at_step": last[0],
+        "rss_growth_percent": round(growth, 2),
+        "rss_at_finish_mb": round(samples[-1][2] / 1024, 1),
+        "rss_peak_mb": round(max(sample[3] for sample in samples) / 1024, 1),
+        "rss_mb_by_step": {str(s[0]): round(s[2] / 1024, 1) for s in tenths},
+        "steps_per_second": round(steps / finished["seconds"], 2),
+        "steps_per_second_after_warm_up": round((last[0] - warm[0]) / max(1e-9, last[1] - warm[1]), 2),
+        "loss_rows": len(logged),
+        "loss_steps_exactly_once": logged == list(range(1, steps + 1)),
+        "leftovers": leftovers,
+        "ok": growth < 5.0 and not leftovers and logged == list(range(1, steps + 1)),
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -530,9 +845,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-gb", type=float, default=3.0, help="address-space limit per worker (0: none)")
     parser.add_argument("--timeout", type=int, default=30, help="seconds per file and target before a hang")
+    parser.add_argument("--kill-cycles", type=int, default=20, help="kill -9 + resume cycles (default 20; 0: none)")
+    parser.add_argument("--soak-steps", type=int, default=10_000, help="training soak steps (default 10000; 0: none)")
+    parser.add_argument("--skip-hostile", action="store_true", help="only the trainer parts (kill -9 cycles, soak)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    print(json.dumps(run(args.files, args.seed, args.memory_gb, args.timeout), indent=2))
+    result: dict[str, Any] = {"benchmark": "robustness", "seed": args.seed}
+    if not args.skip_hostile:
+        result = run(args.files, args.seed, args.memory_gb, args.timeout)
+    if args.kill_cycles > 0:
+        result["kill9_resume_cycles"] = kill_cycles(args.kill_cycles, args.seed)
+    if args.soak_steps > 0:
+        result["soak"] = soak(args.soak_steps, args.seed)
+    print(json.dumps(result, indent=2))
     return 0
 
 
