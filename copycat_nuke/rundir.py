@@ -70,9 +70,9 @@ def latest_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
 
 
 def holds_run(run: Union[str, Path]) -> bool:
-    """Whether ``run`` already holds a training run (its config, loss log, model or a checkpoint)."""
-    folder = Path(run)
-    return any((folder / name).is_file() for name in (CONFIG, LOSS_LOG, MODEL)) or bool(checkpoints(folder))
+    """Whether ``run`` holds a training run worth keeping: a model or a checkpoint. (A run killed before its
+    first checkpoint leaves only its config and loss log, which nothing can resume: it may be started over.)"""
+    return (Path(run) / MODEL).is_file() or bool(checkpoints(run))
 
 
 def numbered_run_dir(parent: Union[str, Path]) -> Path:

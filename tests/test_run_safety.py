@@ -153,3 +153,14 @@ def test_run_files_are_readable_by_other_users(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert os.access(run / "loss.csv", os.R_OK)
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tmp_path):
+    config = tiny_config(tmp_path, steps=2)
+    run = Path(config.out)
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("input: x\n")  # what a run killed at step 1 leaves: nothing to resume
+    (run / "loss.csv").write_text("step,loss,learning_rate,seconds\n1,0.1,0.0005,1.0\n")
+    assert not rundir.holds_run(run)
+    train_model(config)
+    assert (run / "model.cat").is_file() and rundir.holds_run(run)
