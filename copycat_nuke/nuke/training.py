@@ -25,7 +25,7 @@ import nuke
 from copycat_nuke import rundir
 from copycat_nuke.errors import CopyCatError
 from copycat_nuke.framelist import format_frame_list, parse_frame_list
-from copycat_nuke.limits import AUTO_MAX_BATCH
+from copycat_nuke.limits import AUTO_MAX_BATCH, MAX_TEMPORAL
 from copycat_nuke.nuke import external, gather, jobs, knobs, nodes, results
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def initial_weights(node: nuke.Node) -> str:
 def read_request(node: nuke.Node, *, resume: bool = False, python: Optional[str] = None) -> TrainingRequest:
     """Main thread: the CopyCat node's knobs as a :class:`TrainingRequest`, checked; errors name the knob.
     ``python``: the external Python that will train (None: Nuke's own)."""
-    from copycat_nuke.config import MAX_TEMPORAL, TrainConfig  # stdlib only (pyyaml when it reads YAML)
+    from copycat_nuke.config import TrainConfig  # stdlib only (pyyaml when it reads YAML)
 
     directory = knobs.path(node, "dataDirectory")
     if not directory:
