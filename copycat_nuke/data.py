@@ -40,6 +40,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
@@ -51,6 +52,7 @@ from copycat_nuke.errors import (
     ConfigError,
     FrameMissingError,
     ResolutionMismatchError,
+    SequenceError,
     TrainingError,
     TrainingInputError,
 )
@@ -64,10 +66,14 @@ __all__ = [
     "DIFF_REL_THRESHOLD",
     "MIN_FRAME_SIZE",
     "SIZE_MULTIPLE",
+    "NeighbourFrames",
     "Pair",
     "PatchSampler",
+    "TrainingData",
+    "aligned_region",
     "epochs_for_steps",
     "infer_scale",
+    "load_pairs",
     "max_batch_size",
     "stack_frames",
     "steps_for_epochs",
@@ -543,7 +549,12 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
             f"no Ground Truth frames found for {config.target}: CopyCat needs at least 1 Input/Ground Truth pair"
         )
     inputs.frames(frames)  # every training frame needs its Input too: names the missing ones
-    neighbours = _NeighbourReader(inputs, config, working) if config.temporal else None
+    if config.temporal and inputs.padding is None:
+        raise ConfigError(
+            f"temporal {config.temporal} needs an Input sequence with frame numbers, and {config.input} is "
+            "a single file: give a pattern such as plate.####.exr, or train with temporal 0"
+        )
+    neighbours = NeighbourFrames(inputs, [], config.temporal, config.channels_in) if config.temporal else None
     left_out: list[int] = []
     if neighbours is not None:
         left_out = [frame for frame in frames if not neighbours.complete(frame)]
@@ -579,7 +590,7 @@ def load_pairs(config: TrainConfig, working: transfer.Transfer) -> TrainingData:
         label = f"frame {frame}"
         pixels = working.to_working(transfer.sanitize(source.pixels_in(region), f"Input {source.path}"))
         if neighbours is not None:
-            pixels = stack_frames(pixels, neighbours.around(frame, source, region))
+            pixels = stack_frames(pixels, neighbours.around(frame, source, region, working))
         target = truth.pixels_in(region.scaled(scale))
         pairs.append(
             Pair(
@@ -626,43 +637,88 @@ def aligned_region(source: imageio.Frame, truth: imageio.Frame, frame: int, scal
     return region
 
 
-class _NeighbourReader:
-    """A temporal job's neighbouring Input frames, each read once, in working space."""
+class NeighbourFrames:
+    """The neighbouring frames of a sequence's frames, each read from disk once: the one reader of neighbours,
+    for training and for inference (temporal models).
 
-    def __init__(self, inputs: imageio.ImageSequence, config: TrainConfig, working: transfer.Transfer) -> None:
-        if inputs.padding is None:
-            raise ConfigError(
-                f"temporal {config.temporal} needs an Input sequence with frame numbers, and {config.input} is "
-                "a single file: give a pattern such as plate.####.exr, or train with temporal 0"
+    Frame ``f``'s neighbour at offset ``k`` is ``f + k`` where that file exists. Training leaves out a pair
+    whose neighbours are not all there (:meth:`complete`); inference holds the nearest frame towards ``f``
+    that exists instead (:meth:`number`), past the ends of the sequence or across a gap, as a Nuke Read holds
+    its first and last frames. ``source`` must have frame numbers (its callers say so in their own words).
+    """
+
+    def __init__(
+        self,
+        source: imageio.ImageSequence,
+        numbers: Sequence[int],
+        temporal: int,
+        channels: Optional[str] = None,
+    ) -> None:
+        if source.padding is None:
+            raise SequenceError(
+                f"a temporal model sees {temporal} neighbouring frame(s) on each side, and {source.pattern} is a "
+                "single file: give an image sequence with frame numbers"
             )
-        self.inputs, self.channels, self.working = inputs, config.channels_in, working
-        self.offsets = temporal_offsets(config.temporal)
-        self.existing = set(inputs.existing_frames())
-        self.cache: dict[int, imageio.Frame] = {}  # linear, sanitised; placed per use (windows may move)
+        self.source, self.temporal, self.channels = source, temporal, channels
+        self.offsets = temporal_offsets(temporal)
+        self.existing = set(source.existing_frames())
+        self.by_path = {source.path(number): number for number in numbers}
+        self.cache: dict[int, imageio.Frame] = {}  # as read (linear); placed per use, as windows may move
+        self.clean: dict[int, imageio.Frame] = {}  # training's: NaN/Inf made safe once per frame
 
     def complete(self, frame: int) -> bool:
+        """Whether every neighbour of ``frame`` exists (training leaves the pair out otherwise)."""
         return all(frame + offset in self.existing for offset in self.offsets)
 
-    def around(self, frame: int, centre: imageio.Frame, region: imageio.Window) -> list[np.ndarray]:
-        """The neighbours of ``frame`` over ``region`` (its pair's Input region), in working space."""
+    def number(self, offset: int, frame: int) -> int:
+        """The frame that stands in for ``frame + offset``: itself, or the nearest towards ``frame`` that exists."""
+        step = 1 if offset < 0 else -1
+        wanted = frame + offset
+        while wanted != frame and wanted not in self.existing:
+            wanted += step
+        return wanted
+
+    def read(self, number: int) -> imageio.Frame:
+        """Frame ``number`` of the sequence, read once."""
+        if number not in self.cache:
+            self.cache[number] = imageio.read_frame(self.source.path(number), self.channels)
+        return self.cache[number]
+
+    def of(self, frame: imageio.Frame) -> list[imageio.Frame]:
+        """Inference: the neighbours of ``frame`` (one of ``numbers``), in temporal order, ends held. Frames
+        are kept only while a later frame still needs them."""
+        assert frame.path is not None
+        centre = self.by_path[Path(frame.path)]
+        self.cache[centre] = frame
+        found = [self.read(self.number(offset, centre)) for offset in self.offsets]
+        for number in [n for n in self.cache if n < centre - self.temporal]:
+            del self.cache[number]
+        return found
+
+    def around(
+        self, frame: int, centre: imageio.Frame, region: imageio.Window, working: transfer.Transfer
+    ) -> list[np.ndarray]:
+        """Training: the neighbours of ``frame`` over ``region`` (its pair's Input region), in working space;
+        each must have the centre's channels and format."""
         found = []
         for number in (frame + offset for offset in self.offsets):
-            if number not in self.cache:
-                neighbour = imageio.read_frame(self.inputs.path(number), self.channels)
-                if list(neighbour.channels) != list(centre.channels):
-                    raise ChannelError(
-                        f"{neighbour.path} has the channels {', '.join(neighbour.channels)}, but the Input frame "
-                        f"{frame} beside it has {', '.join(centre.channels)}: a temporal job needs the same "
-                        "channels in every Input frame"
-                    )
-                self.cache[number] = replace(
+            neighbour = self.read(number)
+            if list(neighbour.channels) != list(centre.channels):
+                raise ChannelError(
+                    f"{neighbour.path} has the channels {', '.join(neighbour.channels)}, but the Input frame "
+                    f"{frame} beside it has {', '.join(centre.channels)}: a temporal job needs the same "
+                    "channels in every Input frame"
+                )
+            cached, format_ = neighbour.display_window, centre.display_window
+            if (cached.width, cached.height) != (format_.width, format_.height):
+                raise ResolutionMismatchError(
+                    f"{self.source.path(number)} is {cached.width}×{cached.height} but the Input frame {frame} "
+                    f"beside it is {format_.width}×{format_.height}: a temporal job needs every Input frame the "
+                    "same size"
+                )
+            if number not in self.clean:
+                self.clean[number] = replace(
                     neighbour, pixels=transfer.sanitize(neighbour.pixels, f"Input {neighbour.path}")
                 )
-            cached, format_ = self.cache[number].display_window, centre.display_window
-            if (cached.width, cached.height) != (format_.width, format_.height):  # checked on every use
-                raise ResolutionMismatchError(
-                    f"{self.inputs.path(number)} is {cached.width}×{cached.height} but the Input frame {frame} beside "
-                    f"it is {format_.width}×{format_.height}: a temporal job needs every Input frame the same size"
-                )
-            found.append(self.working.to_working(self.cache[number].pixels_in(region)))
+            found.append(working.to_working(self.clean[number].pixels_in(region)))
         return found

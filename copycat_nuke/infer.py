@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from copycat_nuke import catfile, imageio, transfer
-from copycat_nuke.data import stack_frames, temporal_offsets
+from copycat_nuke.data import NeighbourFrames, stack_frames, temporal_offsets
 from copycat_nuke.device import Runtime, resolve_device, resolve_runtime
 from copycat_nuke.errors import (
     CatFileError,
@@ -650,49 +650,6 @@ def infer_sequence(
         return infer_frame(model, frame, tile=tile, overlap=overlap, passthrough=passthrough, neighbours=neighbours)
 
     return run_frames(model, source, target, numbers, compute, model.scale, progress)
-
-
-class NeighbourFrames:
-    """The neighbouring frames a temporal model sees around each frame of a sequence, read once each.
-
-    Frame ``f``'s neighbour at offset ``k`` is ``f + k`` when that file exists; past the ends of the
-    sequence (or across a gap) it is the nearest frame towards ``f`` that does, as a Nuke Read holds its
-    first and last frames. Frames are kept only while a later frame still needs them.
-    """
-
-    def __init__(self, source: imageio.ImageSequence, numbers: Sequence[int], temporal: int) -> None:
-        if source.padding is None:
-            raise SequenceError(
-                f"a temporal model sees {temporal} neighbouring frame(s) on each side, and {source.pattern} is a "
-                "single file: give an image sequence with frame numbers"
-            )
-        self.source, self.temporal = source, temporal
-        self.existing = set(source.existing_frames())
-        self.by_path = {source.path(number): number for number in numbers}
-        self.cache: dict[int, imageio.Frame] = {}
-
-    def number(self, offset: int, frame: int) -> int:
-        """The frame that stands in for ``frame + offset``."""
-        step = 1 if offset < 0 else -1
-        wanted = frame + offset
-        while wanted != frame and wanted not in self.existing:
-            wanted += step
-        return wanted
-
-    def of(self, frame: imageio.Frame) -> list[imageio.Frame]:
-        """The neighbours of ``frame`` (one of the sequence's frames), in temporal order."""
-        assert frame.path is not None
-        centre = self.by_path[Path(frame.path)]
-        self.cache[centre] = frame
-        found = []
-        for offset in temporal_offsets(self.temporal):
-            number = self.number(offset, centre)
-            if number not in self.cache:
-                self.cache[number] = imageio.read_frame(self.source.path(number))
-            found.append(self.cache[number])
-        for number in [n for n in self.cache if n < centre - self.temporal]:
-            del self.cache[number]
-        return found
 
 
 FrameJob = Callable[[imageio.Frame], tuple[np.ndarray, list[str]]]

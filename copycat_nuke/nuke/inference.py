@@ -389,7 +389,7 @@ def compute(context: jobs.Context, request: RenderRequest) -> None:
                 first, last = context.call(gather.frame_range, context.node_name, 0, "Input")
                 around = {f + k for f in frames for k in range(-temporal, temporal + 1) if first <= f + k <= last}
                 extra = sorted(around - set(frames))
-                # a neighbour that fails to render is held from the nearest frame that did (infer.NeighbourFrames)
+                # a neighbour that fails to render is held from the nearest frame that did (data.NeighbourFrames)
                 gather.render_frames(
                     context, 0, "Input", source, extra, "all", view=view, skip_failures=True, progress=(start, 0.0)
                 )
