@@ -12,6 +12,7 @@ Standard library only (Python 3.7): the Nuke side writes its records with it too
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from collections.abc import Iterator
@@ -61,6 +62,22 @@ def write_bytes(target: Union[str, Path], data: bytes, *, durable: bool = False)
 def write_text(target: Union[str, Path], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     return write_bytes(target, text.encode("utf-8"))
+
+
+def remove_stale_temps(target: Union[str, Path]) -> list[Path]:
+    """Remove the temporaries a killed write of ``target`` left beside it (``.<name>.tmp-*``); return them.
+    Call it before writing ``target`` again: a leftover can only be an interrupted earlier write of it."""
+    path = Path(target)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(glob.escape(f".{path.name}{TEMP_MARK}") + "*"))
+    except OSError:
+        return []
+    for candidate in candidates:
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
 
 
 def _sync_directory(directory: Path) -> None:

@@ -25,7 +25,6 @@ text at fault.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import struct
 from collections.abc import Mapping
@@ -746,32 +745,6 @@ def resize(pixels: np.ndarray, factor: int, *, filter_name: str = RESIZE_FILTER)
     return resized.reshape(height * factor, width * factor, count)
 
 
-#: Temporary files of an atomic write are ``.<frame's file name>.tmp-<random>``.
-TEMP_PREFIX = ".{name}" + atomic.TEMP_MARK
-
-
-def remove_stale_temps(target: PathLike) -> list[Path]:
-    """Remove the temporary files a killed writer left beside ``target`` (this version's names and the
-    older ``.<name>.tmp-XXXX<ext>`` ones); return them. The frame is about to be written again, so a
-    leftover can only be an interrupted earlier write of it."""
-    path = Path(target)
-    removed = []
-    try:
-        candidates = list(path.parent.glob(glob_escape(TEMP_PREFIX.format(name=path.name)) + "*"))
-    except OSError:
-        return []
-    for candidate in candidates:
-        with contextlib.suppress(OSError):
-            candidate.unlink()
-            removed.append(candidate)
-    return removed
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters escaped (frame names may hold ``[``)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
 def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:
     directory = target.parent
     try:
@@ -783,7 +756,7 @@ def _write_atomically(out: oiio.ImageOutput, target: Path, spec: oiio.ImageSpec,
         ) from error
     # atomic: the temporary's name starts with a dot and ends in no image extension, so a killed write's
     # leftover is never picked up by a wildcard Read; ``out`` was made for the target's format already
-    remove_stale_temps(target)
+    atomic.remove_stale_temps(target)
     try:
         with atomic.atomic_path(target) as temp:
             if not out.open(str(temp), spec):
